@@ -58,27 +58,28 @@ export const WF_HW_A = 1 << 1;
  * format reads only the fields it documents and leaves the rest at their defaults.
  */
 export class WalkConfig {
+  // Every field starts as a number (never undefined) so V8 keeps one stable, unboxed shape.
   /** FMT_* tag of the format that reads this tree. */
-  tag: number;
+  tag = 0;
   /** Address of the top table (a guest-physical address when used as a nested stage 1). */
-  root: number;
+  root = 0;
   /** Levels walked; the top table is level `levels - 1`. */
-  levels: number;
+  levels = 0;
   /** Input address width (IOVAs at or above iovaBase + 2^vaBits fault with ADDRESS_SIZE). */
-  vaBits: number;
+  vaBits = 0;
   /** log2 of the smallest page (the granule): 12 for 4 KiB, 11 for the mock's 2 KiB, ... */
-  granuleLg2: number;
+  granuleLg2 = 0;
   /** Index bits per table below the top. */
-  strideLg2: number;
+  strideLg2 = 9;
   /** Index bits of the top table (differs for concatenated roots, x4 G-stage roots, TCE). */
-  topLg2: number;
+  topLg2 = 9;
   /** WF_* flags. */
-  flags: number;
+  flags = 0;
   /** First valid IOVA, as halves (PPC TCE window offset; 0 elsewhere). */
-  baseHi: number;
-  baseLo: number;
+  baseHi = 0;
+  baseLo = 0;
   /** Format-specific small integer (e.g. ARM granule kind, TCE page shift); documented per format. */
-  param: number;
+  param = 0;
 
   constructor(tag: number, root: number, levels: number, vaBits: number, granuleLg2: number) {
     this.tag = tag;
@@ -86,12 +87,6 @@ export class WalkConfig {
     this.levels = levels;
     this.vaBits = vaBits;
     this.granuleLg2 = granuleLg2;
-    this.strideLg2 = 9;
-    this.topLg2 = 9;
-    this.flags = 0;
-    this.baseHi = 0;
-    this.baseLo = 0;
-    this.param = 0;
   }
 }
 

@@ -257,7 +257,7 @@ export function translateX86_64(
       const want = (access & ACC_WRITE) !== 0 ? lo | A | D : lo | A;
       if (want !== lo) mem.write32(epa, want >>> 0);
     }
-    const sizeMask = (2 ** shift - 1) | 0; // shift <= 30 for leaves
+    const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
     const base = (ent.hi & ADDR_HI_MASK) * 4294967296 + ((lo & ADDR_LO_MASK & ~sizeMask) >>> 0);
     const out = base + ((iovaLo & sizeMask) >>> 0);
     const perm = PERM_R | (allow & RW ? PERM_W : 0) | (xd === 0 ? PERM_X : 0);
