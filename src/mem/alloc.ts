@@ -73,6 +73,11 @@ export class PageAllocator {
     list.push(pa);
   }
 
+  /** One past the highest address ever handed out: [base, highWater) holds every block. */
+  get highWater(): number {
+    return this.next;
+  }
+
   /** The log2 size of a live block, or undefined. */
   sizeOf(pa: number): number | undefined {
     return this.sizes.get(pa);

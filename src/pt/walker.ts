@@ -301,6 +301,27 @@ export class PageTable {
     return out;
   }
 
+  /** Every table page of the tree, root first. */
+  tablePages(): { pa: number; level: number; sizeLg2: number }[] {
+    const out: { pa: number; level: number; sizeLg2: number }[] = [];
+    if (this.root >= 0) this.listTables(this.root, this.top, out);
+    return out;
+  }
+
+  private listTables(
+    table: number,
+    level: number,
+    out: { pa: number; level: number; sizeLg2: number }[],
+  ): void {
+    out.push({ pa: table, level, sizeLg2: this.fmt.tableLg2(level) + 3 });
+    if (level === 0) return;
+    const n = 2 ** this.fmt.tableLg2(level);
+    for (let i = 0; i < n; i++) {
+      if (this.load(table, i, level) === PT_ENTRY_TABLE)
+        this.listTables(this.fmt.tablePa(this.e, level), level - 1, out);
+    }
+  }
+
   /** Number of table pages in the tree, root included. */
   tableCount(): number {
     return this.root < 0 ? 0 : this.countTables(this.root, this.top);
@@ -409,7 +430,9 @@ export class PageTable {
 
   private allocTable(level: number): number {
     try {
-      return this.alloc.alloc(this.fmt.tableLg2(level) + 3);
+      // Tiny tables (an ARM 16K-granule level-0 table has 2 entries) still get a 256-byte block:
+      // the allocator's smallest, and enough for the hardware's alignment rule.
+      return this.alloc.alloc(Math.max(this.fmt.tableLg2(level) + 3, 8));
     } catch (err) {
       if (err instanceof RangeError)
         throw new ErrnoError(ENOMEM, `${this.fmt.name}: no memory for a table`);

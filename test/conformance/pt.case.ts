@@ -410,7 +410,10 @@ export function ptConformanceSuite(fmt: PtFormat): void {
           );
           return got;
         };
-        assert.deepEqual(read(), [], "freshly mapped pages are clean");
+        // Some formats map writable pages dirty (ARM with HD marks them writable-dirty, as
+        // Linux does); iommufd clears everything when tracking starts, so do the same.
+        read();
+        assert.deepEqual(read(), [], "a cleared range reads clean");
         assert.ok(pt.setDirty(base + granule * 2n));
         assert.deepEqual(read(true), [base + granule * 2n], "NO_CLEAR reports");
         assert.deepEqual(read(true), [base + granule * 2n], "...and keeps the state");
