@@ -27,6 +27,10 @@ export const EOPNOTSUPP = 95;
 export const EADDRINUSE = 98;
 export const EOVERFLOW = 75;
 export const ENOSYS = 38;
+/** EDEADLK; the kernel spells it EDEADLOCK where iommufd gives up retrying an unmap. */
+export const EDEADLOCK = 35;
+/** Invalid exchange: the selftest's ACCESS_PAGES page-identity mismatch. */
+export const EBADE = 52;
 
 const NAMES: Record<number, string> = {
   [EPERM]: "EPERM",
@@ -54,6 +58,8 @@ const NAMES: Record<number, string> = {
   [EADDRINUSE]: "EADDRINUSE",
   [EOVERFLOW]: "EOVERFLOW",
   [ENOSYS]: "ENOSYS",
+  [EDEADLOCK]: "EDEADLOCK",
+  [EBADE]: "EBADE",
 };
 
 export function errnoName(e: number): string {
