@@ -34,8 +34,13 @@ export const IOMMU_PRIV = 1 << 5;
 
 /** What happens when unmap covers only part of a large page. */
 export type LargePageUnmapPolicy =
-  /** Stop at the large page and report what was unmapped before it (generic_pt, io-pgtable-arm since 6.13). */
+  /** Stop at the large page and report what was unmapped before it (io-pgtable-arm since 6.13). */
   | "refuse"
+  /**
+   * generic_pt: a range that starts at a large page's first byte removes the whole page (the
+   * count returned may exceed the range); a range that starts inside one stops there.
+   */
+  | "whole"
   /** Replace the large page by a next-level table and unmap only the covered part (old io-pgtable-arm). */
   | "split";
 

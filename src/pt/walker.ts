@@ -202,9 +202,10 @@ export class PageTable {
 
   /**
    * Unmaps the leaves in [iova, iova + len) and returns the bytes unmapped. Holes are skipped.
-   * A large page only partly inside the range is refused (the walk stops there and the bytes
-   * unmapped so far are returned) or split, as the format's unmapPolicy says. Tables whose whole
-   * span the range covered are freed.
+   * A large page only partly inside the range is handled as the format's unmapPolicy says:
+   * refused (the walk stops there and the bytes unmapped so far are returned), removed whole
+   * when the range starts at its first byte (generic_pt), or split. Tables whose whole span the
+   * range covered are freed.
    */
   unmap(iova: bigint, len: bigint): bigint {
     this.checkRange(iova, len, "unmap");
@@ -430,9 +431,10 @@ export class PageTable {
 
   private allocTable(level: number): number {
     try {
-      // Tiny tables (an ARM 16K-granule level-0 table has 2 entries) still get a 256-byte block:
-      // the allocator's smallest, and enough for the hardware's alignment rule.
-      return this.alloc.alloc(Math.max(this.fmt.tableLg2(level) + 3, 8));
+      // Small tables (an ARM 16K-granule level-0 table has 2 entries, an AMD 6-level root 128)
+      // still get a 4 KiB-aligned page, as Linux allocates them and as root pointers such as
+      // the AMD DTE's (bits 51:12) require.
+      return this.alloc.alloc(Math.max(this.fmt.tableLg2(level) + 3, 12));
     } catch (err) {
       if (err instanceof RangeError)
         throw new ErrnoError(ENOMEM, `${this.fmt.name}: no memory for a table`);
@@ -540,14 +542,17 @@ export class PageTable {
       const s = fmt.leafSizeLg2(this.e, level);
       const k = 2 ** (s - itemLg2);
       const first = idx - (idx % k);
-      if (this.covers(s)) {
+      if (
+        this.covers(s) ||
+        (fmt.unmapPolicy === "whole" && isAligned(this.cur.hi, this.cur.lo, s))
+      ) {
         for (let j = 0; j < k; j++) this.clear(table, first + j);
         add(this.done.hi, this.done.lo, this.sizeHi[s], this.sizeLo[s], this.done);
         this.advance(s);
         idx = first + k;
         continue;
       }
-      if (fmt.unmapPolicy === "refuse") return true;
+      if (fmt.unmapPolicy !== "split") return true;
       this.split(table, first, level);
       // Re-read the same slot: it now holds smaller pages or a table.
     }
@@ -683,6 +688,7 @@ export class PageTable {
     const item = 1n << BigInt(fmt.itemLg2(level));
     for (let i = 0; i < n; i++) {
       const kind = this.load(table, i, level);
+      if (kind === PT_ENTRY_EMPTY) continue;
       const at = base + BigInt(i) * item;
       if (kind === PT_ENTRY_TABLE) {
         this.collect(fmt.tablePa(this.e, level), level - 1, at, out);

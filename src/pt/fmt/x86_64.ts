@@ -75,7 +75,7 @@ class X86_64Format implements PtFormat {
   readonly iovaBase = 0n;
   readonly oaBits = 52;
   readonly bigEndian = false;
-  readonly unmapPolicy = "refuse" as const;
+  readonly unmapPolicy = "whole" as const; // generic_pt: see LargePageUnmapPolicy
   readonly hasDirty = false;
 
   constructor(levels: 4 | 5) {
@@ -254,8 +254,9 @@ export function translateX86_64(
       return TR_FAULT_PERMISSION;
     }
     if (hwAd) {
-      const want = (access & ACC_WRITE) !== 0 ? lo | A | D : lo | A;
-      if (want !== lo) mem.write32(epa, want >>> 0);
+      // `>>> 0` on both sides: `lo | A` is signed when bit 31 is set, `lo` is not.
+      const want = ((access & ACC_WRITE) !== 0 ? lo | A | D : lo | A) >>> 0;
+      if (want !== lo >>> 0) mem.write32(epa, want);
     }
     const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
     const base = (ent.hi & ADDR_HI_MASK) * 4294967296 + ((lo & ADDR_LO_MASK & ~sizeMask) >>> 0);
