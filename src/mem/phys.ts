@@ -35,6 +35,23 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
 
 const ZERO_CHUNK = new Uint32Array(CHUNK_WORDS);
 
+/**
+ * The index into `PhysMem.dense` of the 32-bit word at physical address (paHi, paLo), or -1 when
+ * the address is outside the dense window. Pure int32 arithmetic (the window is exactly
+ * [2^30, 2^31)), which is what lets a walker follow table pointers without float math: a
+ * data-plane walk keeps its table position as this word index and falls back to read64 only
+ * for tables elsewhere. The caller still checks the index against `dense.length`.
+ */
+export function denseWord(paHi: number, paLo: number): number {
+  return paHi === 0 && paLo >>> 30 === 1 ? (paLo & 0x3fffffff) >>> 2 : -1;
+}
+
+/** denseWord for a physical address held as a Number. */
+export function denseWordOf(pa: number): number {
+  const off = pa - DENSE_BASE;
+  return off >= 0 && off < DENSE_MAX ? off >>> 2 : -1;
+}
+
 function swap32(v: number): number {
   return (((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24)) >>> 0;
 }
@@ -47,9 +64,12 @@ export class PhysMem {
   bytesRead = 0;
   bytesWritten = 0;
 
-  /** The dense window's backing; its length in bytes is how far the window has been written. */
-  private dense = new Uint32Array(0);
-  private denseLen = 0;
+  /**
+   * The dense window's backing, and how many bytes of it exist. Public for data-plane walkers
+   * (see denseWord): read-only to everyone but PhysMem.
+   */
+  dense = new Uint32Array(0);
+  denseLen = 0;
   private readonly chunks = new Map<number, Uint32Array>();
   private readonly cacheTag = new Float64Array(CACHE_SLOTS).fill(Number.NaN); // NaN never equals an index
   private readonly cacheData: Uint32Array[] = new Array<Uint32Array>(CACHE_SLOTS).fill(ZERO_CHUNK);

@@ -15,7 +15,7 @@
  * get P|RW|U|A. Linux implements no dirty tracking on this format (D is preset on writable
  * pages), so `hasDirty` is false; the D bit is still decoded and set by hardware A/D updates.
  */
-import type { PhysMem } from "../../mem/phys.ts";
+import { DENSE_BASE, denseWord, denseWordOf, type PhysMem } from "../../mem/phys.ts";
 import { U64 } from "../../mem/u64.ts";
 import {
   IOMMU_NOEXEC,
@@ -31,6 +31,7 @@ import {
 import {
   ACC_EXEC,
   ACC_PRIV,
+  ACC_READ,
   ACC_WRITE,
   FMT_X86_64,
   finishNested,
@@ -182,6 +183,10 @@ const ent = new U64();
  * (set A on every entry used and D on the leaf for writes, as the IOMMU does when A/D updates are
  * enabled). Write needs R/W at every level; an unprivileged request needs U/S at every level; an
  * execute request faults on XD at any level.
+ *
+ * Speed: the next table's address is kept as u32 halves and entries in the dense window are
+ * read straight from `mem.dense` by word index (int32 arithmetic only); tables elsewhere, and
+ * stage-1 tables of a nested walk, go through `mem.read64`. See src/mem/phys.ts denseWord.
  */
 export function translateX86_64(
   mem: PhysMem,
@@ -194,18 +199,18 @@ export function translateX86_64(
 ): number {
   const top = cfg.levels - 1;
   // Above vaBits nothing is mapped (no sign extension for IOMMU DMA domains).
-  if (
-    cfg.vaBits < 64 &&
-    (cfg.vaBits >= 32
-      ? iovaHi >>> (cfg.vaBits - 32) !== 0
-      : iovaHi !== 0 || iovaLo >>> cfg.vaBits !== 0)
-  ) {
+  const vaBits = cfg.vaBits;
+  if (vaBits >= 32 ? iovaHi >>> (vaBits - 32) !== 0 : iovaHi !== 0 || iovaLo >>> vaBits !== 0) {
     res.status = TR_FAULT_ADDRESS_SIZE;
     res.stage = 1;
     res.level = top;
     return TR_FAULT_ADDRESS_SIZE;
   }
-  let table = cfg.root;
+  const d = mem.dense;
+  const root = cfg.root;
+  // The current table's address as halves; nextLo stays a signed int32 (no float values).
+  let nextHi = Math.floor(root / 4294967296);
+  let nextLo = root | 0;
   let allow = P | RW | US; // AND of the permission bits along the walk
   let xd = 0;
   const hwAd = (cfg.flags & WF_HW_AD) !== 0;
@@ -213,15 +218,33 @@ export function translateX86_64(
     const shift = 12 + 9 * level;
     const idx =
       (shift >= 32 ? iovaHi >>> (shift - 32) : (iovaLo >>> shift) | (iovaHi << (32 - shift))) & 511;
-    let tpa = table;
+    // Locate the entry: word index into the dense window (w >= 0), else its address (epa).
+    let w: number;
+    let epa = 0;
     if (s2 !== null) {
-      tpa = translateStage2(mem, s2, table, 1, res);
-      if (tpa < 0) return res.status;
+      const hpa = translateStage2(mem, s2, nextHi * 4294967296 + (nextLo >>> 0), ACC_READ, res);
+      if (hpa < 0) return res.status;
+      epa = hpa + idx * 8;
+      w = denseWordOf(epa);
+    } else {
+      w = denseWord(nextHi, nextLo);
+      if (w >= 0) w += idx * 2;
+      else epa = nextHi * 4294967296 + (nextLo >>> 0) + idx * 8;
     }
-    const epa = tpa + idx * 8;
-    mem.read64(epa, ent);
+    let lo: number;
+    let hi: number;
+    if (w >= 0 && w + 1 < d.length) {
+      lo = d[w] | 0;
+      hi = d[w + 1] | 0;
+      mem.reads++;
+    } else {
+      if (w >= 0) epa = DENSE_BASE + w * 4;
+      w = -1;
+      mem.read64(epa, ent);
+      lo = ent.lo | 0;
+      hi = ent.hi | 0;
+    }
     res.reads++;
-    const lo = ent.lo;
     if ((lo & P) === 0) {
       res.status = TR_FAULT_TRANSLATION;
       res.stage = 1;
@@ -229,8 +252,7 @@ export function translateX86_64(
       return TR_FAULT_TRANSLATION;
     }
     allow &= lo;
-    xd |= ent.hi & XD_HI;
-    const leaf = level === 0 || (level <= 2 && (lo & PS) !== 0);
+    xd |= hi & XD_HI;
     if (level > 2 && (lo & PS) !== 0) {
       // PS is reserved in PML4E/PML5E: a reserved-bit violation, reported as not translatable.
       res.status = TR_FAULT_TRANSLATION;
@@ -238,9 +260,10 @@ export function translateX86_64(
       res.level = level;
       return TR_FAULT_TRANSLATION;
     }
-    if (!leaf) {
-      if (hwAd && (lo & A) === 0) mem.write32(epa, (lo | A) >>> 0);
-      table = (ent.hi & ADDR_HI_MASK) * 4294967296 + ((lo & ADDR_LO_MASK) >>> 0);
+    if (level !== 0 && (level > 2 || (lo & PS) === 0)) {
+      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      nextHi = hi & ADDR_HI_MASK;
+      nextLo = lo & ADDR_LO_MASK;
       continue;
     }
     if (
@@ -254,13 +277,14 @@ export function translateX86_64(
       return TR_FAULT_PERMISSION;
     }
     if (hwAd) {
-      // `>>> 0` on both sides: `lo | A` is signed when bit 31 is set, `lo` is not.
-      const want = ((access & ACC_WRITE) !== 0 ? lo | A | D : lo | A) >>> 0;
-      if (want !== lo >>> 0) mem.write32(epa, want);
+      const want = (access & ACC_WRITE) !== 0 ? lo | A | D : lo | A;
+      if (want !== lo) storeLo(mem, d, w, epa, want);
     }
     const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
-    const base = (ent.hi & ADDR_HI_MASK) * 4294967296 + ((lo & ADDR_LO_MASK & ~sizeMask) >>> 0);
-    const out = base + ((iovaLo & sizeMask) >>> 0);
+    const out =
+      (hi & ADDR_HI_MASK) * 4294967296 +
+      ((lo & ADDR_LO_MASK & ~sizeMask) >>> 0) +
+      ((iovaLo & sizeMask) >>> 0);
     const perm = PERM_R | (allow & RW ? PERM_W : 0) | (xd === 0 ? PERM_X : 0);
     res.pageLg2 = shift;
     if (s2 !== null) return finishNested(mem, s2, out, access, perm, res);
@@ -272,6 +296,16 @@ export function translateX86_64(
   // Unreachable: level 0 is always a leaf.
   res.status = TR_FAULT_TRANSLATION;
   return TR_FAULT_TRANSLATION;
+}
+
+/** Writes an entry's low word back (A/D update), by dense word index or by address. */
+function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
+  if (w >= 0) {
+    d[w] = lo;
+    mem.writes++;
+  } else {
+    mem.write32(epa, lo >>> 0);
+  }
 }
 
 registerTranslate(FMT_X86_64, translateX86_64);
