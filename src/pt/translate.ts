@@ -175,7 +175,8 @@ export function translateStage2(
   access: number,
   res: TranslateResult,
 ): number {
-  s2res.reset();
+  // Only `reads` needs zeroing: a translate function sets every other field it reports.
+  s2res.reads = 0;
   const fn = TRANSLATORS[s2.tag];
   if (fn === undefined)
     throw new Error(`no translate function registered for format tag ${s2.tag}`);

@@ -45,6 +45,9 @@ import type { WalkConfig } from "./translate.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
 
+/** POW2[n] = 2^n as a Number, exact for 0..64: `2 ** n` compiles to a Math.pow call. */
+const POW2 = new Float64Array(65).map((_, n) => 2 ** n);
+
 export interface PageTableOptions {
   /**
    * Page sizes the table may use, as a kernel pgsize bitmap (bit n set = 2^n-byte pages).
@@ -316,7 +319,7 @@ export class PageTable {
   ): void {
     out.push({ pa: table, level, sizeLg2: this.fmt.tableLg2(level) + 3 });
     if (level === 0) return;
-    const n = 2 ** this.fmt.tableLg2(level);
+    const n = POW2[this.fmt.tableLg2(level)];
     for (let i = 0; i < n; i++) {
       if (this.load(table, i, level) === PT_ENTRY_TABLE)
         this.listTables(this.fmt.tablePa(this.e, level), level - 1, out);
@@ -451,7 +454,7 @@ export class PageTable {
       const s = sizes[i];
       if (cmp(this.rem.hi, this.rem.lo, this.sizeHi[s], this.sizeLo[s]) < 0) continue;
       if (!isAligned(this.cur.hi, this.cur.lo, s)) continue;
-      if (this.curPa % 2 ** s !== 0) continue;
+      if (this.curPa % POW2[s] !== 0) continue;
       return s;
     }
     return -1;
@@ -459,7 +462,7 @@ export class PageTable {
 
   private mapLevel(table: number, level: number): void {
     const fmt = this.fmt;
-    const n = 2 ** fmt.tableLg2(level);
+    const n = POW2[fmt.tableLg2(level)];
     const itemLg2 = fmt.itemLg2(level);
     let idx = this.index(level);
     while (idx < n && (this.rem.hi !== 0 || this.rem.lo !== 0)) {
@@ -467,7 +470,7 @@ export class PageTable {
       const lv = s < 0 ? -1 : this.levelOfSize[s];
       if (lv > level || lv < 0) return;
       if (lv === level) {
-        const k = 2 ** (s - itemLg2);
+        const k = POW2[s - itemLg2];
         for (let j = 0; j < k; j++) this.makeRoom(table, idx + j, level);
         for (let j = 0; j < k; j++) {
           fmt.makeLeaf(this.curPa, s, level, j, this.prot, this.t);
@@ -475,7 +478,7 @@ export class PageTable {
         }
         add(this.cur.hi, this.cur.lo, this.sizeHi[s], this.sizeLo[s], this.cur);
         sub(this.rem.hi, this.rem.lo, this.sizeHi[s], this.sizeLo[s], this.rem);
-        this.curPa += 2 ** s;
+        this.curPa += POW2[s];
         idx += k;
         continue;
       }
@@ -518,7 +521,7 @@ export class PageTable {
   /** Returns true when the walk stopped at a large page it refused to cut. */
   private unmapLevel(table: number, level: number): boolean {
     const fmt = this.fmt;
-    const n = 2 ** fmt.tableLg2(level);
+    const n = POW2[fmt.tableLg2(level)];
     const itemLg2 = fmt.itemLg2(level);
     let idx = this.index(level);
     while (idx < n && !this.finished) {
@@ -540,7 +543,7 @@ export class PageTable {
         continue;
       }
       const s = fmt.leafSizeLg2(this.e, level);
-      const k = 2 ** (s - itemLg2);
+      const k = POW2[s - itemLg2];
       const first = idx - (idx % k);
       if (
         this.covers(s) ||
@@ -580,10 +583,10 @@ export class PageTable {
     const oa = fmt.leafOa(this.e, level);
     const prot = fmt.leafProt(this.e, level);
     const itemLg2 = fmt.itemLg2(level);
-    const k = 2 ** (s - itemLg2);
+    const k = POW2[s - itemLg2];
     if (k > 1) {
       for (let j = 0; j < k; j++) {
-        fmt.makeLeaf(oa + j * 2 ** itemLg2, itemLg2, level, 0, prot, this.t);
+        fmt.makeLeaf(oa + j * POW2[itemLg2], itemLg2, level, 0, prot, this.t);
         this.store(table, first + j, this.t);
       }
       return;
@@ -593,9 +596,9 @@ export class PageTable {
       throw new ErrnoError(EINVAL, `${fmt.name}: cannot split a level-${level} page`);
     }
     const child = this.allocTable(level - 1);
-    const n = 2 ** fmt.tableLg2(level - 1);
+    const n = POW2[fmt.tableLg2(level - 1)];
     for (let j = 0; j < n; j++) {
-      fmt.makeLeaf(oa + j * 2 ** childLg2, childLg2, level - 1, 0, prot, this.t);
+      fmt.makeLeaf(oa + j * POW2[childLg2], childLg2, level - 1, 0, prot, this.t);
       this.store(child, j, this.t);
     }
     fmt.makeTable(child, level, this.t);
@@ -606,7 +609,7 @@ export class PageTable {
 
   private dirtyLevel(table: number, level: number, record: DirtyRecorder, noClear: boolean): void {
     const fmt = this.fmt;
-    const n = 2 ** fmt.tableLg2(level);
+    const n = POW2[fmt.tableLg2(level)];
     const itemLg2 = fmt.itemLg2(level);
     let idx = this.index(level);
     while (idx < n && !this.finished) {
@@ -622,7 +625,7 @@ export class PageTable {
         continue;
       }
       const s = fmt.leafSizeLg2(this.e, level);
-      const k = 2 ** (s - itemLg2);
+      const k = POW2[s - itemLg2];
       const first = idx - (idx % k);
       let dirty = false;
       for (let j = 0; j < k; j++) {
@@ -646,7 +649,7 @@ export class PageTable {
   // ---- whole-tree helpers --------------------------------------------------------------------
 
   private subtreeHasLeaf(table: number, level: number): boolean {
-    const n = 2 ** this.fmt.tableLg2(level);
+    const n = POW2[this.fmt.tableLg2(level)];
     for (let i = 0; i < n; i++) {
       const kind = this.load(table, i, level);
       if (kind === PT_ENTRY_LEAF) return true;
@@ -661,7 +664,7 @@ export class PageTable {
 
   private freeSubtree(table: number, level: number): void {
     if (level > 0) {
-      const n = 2 ** this.fmt.tableLg2(level);
+      const n = POW2[this.fmt.tableLg2(level)];
       for (let i = 0; i < n; i++) {
         if (this.load(table, i, level) === PT_ENTRY_TABLE)
           this.freeSubtree(this.fmt.tablePa(this.e, level), level - 1);
@@ -673,7 +676,7 @@ export class PageTable {
   private countTables(table: number, level: number): number {
     let count = 1;
     if (level > 0) {
-      const n = 2 ** this.fmt.tableLg2(level);
+      const n = POW2[this.fmt.tableLg2(level)];
       for (let i = 0; i < n; i++) {
         if (this.load(table, i, level) === PT_ENTRY_TABLE)
           count += this.countTables(this.fmt.tablePa(this.e, level), level - 1);
@@ -684,7 +687,7 @@ export class PageTable {
 
   private collect(table: number, level: number, base: bigint, out: LeafInfo[]): void {
     const fmt = this.fmt;
-    const n = 2 ** fmt.tableLg2(level);
+    const n = POW2[fmt.tableLg2(level)];
     const item = 1n << BigInt(fmt.itemLg2(level));
     for (let i = 0; i < n; i++) {
       const kind = this.load(table, i, level);
@@ -694,7 +697,7 @@ export class PageTable {
         this.collect(fmt.tablePa(this.e, level), level - 1, at, out);
       } else if (kind === PT_ENTRY_LEAF) {
         const s = fmt.leafSizeLg2(this.e, level);
-        const k = 2 ** (s - fmt.itemLg2(level));
+        const k = POW2[s - fmt.itemLg2(level)];
         if (i % k !== 0) continue; // report a contiguous group once, at its first slot
         out.push({
           iova: at + fmt.iovaBase,
