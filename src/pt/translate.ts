@@ -180,7 +180,8 @@ export function translateStage2(
   const fn = TRANSLATORS[s2.tag];
   if (fn === undefined)
     throw new Error(`no translate function registered for format tag ${s2.tag}`);
-  const st = fn(mem, s2, Math.floor(gpa / 4294967296), gpa >>> 0, access, s2res, null);
+  const gpaHi = gpa < 4294967296 ? 0 : Math.floor(gpa / 4294967296); // skip the division when we can
+  const st = fn(mem, s2, gpaHi, gpa >>> 0, access, s2res, null);
   res.reads += s2res.reads;
   if (st !== TR_OK) {
     res.status = st;

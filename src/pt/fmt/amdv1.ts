@@ -59,7 +59,7 @@
  *   51-bit output addresses; no force-coherence (PT_SUPPORTED_FEATURES 0).
  * See AMDV1_SELFTEST_GEOMETRIES below for the three pagetable types the selftest offers.
  */
-import type { PhysMem } from "../../mem/phys.ts";
+import { DENSE_BASE, denseWord, denseWordOf, type PhysMem } from "../../mem/phys.ts";
 import { U64 } from "../../mem/u64.ts";
 import {
   IOMMU_CACHE,
@@ -478,6 +478,12 @@ function fault(res: TranslateResult, status: number, level: number): number {
  * execute request needs IR, a write needs IW, at every level, so a PDE can deny too and the
  * fault names that level). Level skipping is followed; the skipped IOVA bits must be zero.
  * AMD v1 has no execute or privilege control: PERM_X follows read, ACC_PRIV is ignored.
+ *
+ * Speed: the current table's address is kept as u32 halves (the low half a signed int32) and
+ * entries in the dense window are read straight from `mem.dense` by word index, int32 arithmetic
+ * only; tables elsewhere, stage-1 tables a nested walk finds outside the window, and a root that
+ * is not 8-byte aligned (which read64 reads byte by byte) go through `mem.read64`.
+ * See src/mem/phys.ts denseWord.
  */
 export function translateAmdv1(
   mem: PhysMem,
@@ -502,25 +508,48 @@ export function translateAmdv1(
   const needR = (access & (ACC_READ | ACC_EXEC)) !== 0;
   const needW = (access & ACC_WRITE) !== 0;
   const hwAd = (cfg.flags & WF_HW_AD) !== 0;
+  const d = mem.dense;
+  const root = cfg.root;
+  // The current table's address as halves; tableLo stays a signed int32 (no float values).
+  let tableHi = Math.floor(root / 4294967296);
+  let tableLo = root | 0;
   let allow = IR_HI | IW_HI; // AND of IR/IW along the walk
-  let table = cfg.root;
   let level = top;
   for (;;) {
     const shift = g + 9 * level;
     const idx =
       (shift >= 32 ? iovaHi >>> (shift - 32) : (iovaLo >>> shift) | (iovaHi << (32 - shift))) & 511;
-    let tpa = table;
+    // Locate the entry: word index into the dense window (w >= 0), else its address (epa).
+    // Only the root can be misaligned (entry addresses are 2 KiB aligned); read64 reads such a
+    // table byte by byte, so it takes the read64 path here too.
+    let w = -1;
+    let epa = 0;
     if (s2 !== null) {
-      tpa = translateStage2(mem, s2, table, ACC_READ, res);
-      if (tpa < 0) return res.status;
+      const hpa = translateStage2(mem, s2, tableHi * 4294967296 + (tableLo >>> 0), ACC_READ, res);
+      if (hpa < 0) return res.status;
+      epa = hpa + idx * 8;
+      if ((hpa & 7) === 0) w = denseWordOf(epa);
+    } else {
+      if ((tableLo & 7) === 0) w = denseWord(tableHi, tableLo);
+      if (w >= 0) w += idx * 2;
+      else epa = tableHi * 4294967296 + (tableLo >>> 0) + idx * 8;
     }
-    const epa = tpa + idx * 8;
-    mem.read64(epa, ent);
+    let lo: number;
+    let hi: number;
+    if (w >= 0 && w + 1 < d.length) {
+      lo = d[w] | 0;
+      hi = d[w + 1] | 0;
+      mem.reads++;
+    } else {
+      if (w >= 0) epa = DENSE_BASE + w * 4;
+      w = -1;
+      mem.read64(epa, ent);
+      lo = ent.lo | 0;
+      hi = ent.hi | 0;
+    }
     res.reads++;
-    const lo = ent.lo;
-    const hi = ent.hi;
     if ((lo & PR) === 0) return fault(res, TR_FAULT_TRANSLATION, level);
-    const nl = (lo >>> NL_SHIFT) & 7;
+    const nl = (lo >> NL_SHIFT) & 7;
     const leaf = nl === 0 || nl === NL_SIZE;
     if ((hi & (leaf ? PTE_RSVD_HI : PDE_RSVD_HI)) !== 0) {
       return fault(res, TR_FAULT_TRANSLATION, level);
@@ -531,26 +560,21 @@ export function translateAmdv1(
     // The next table must be below this one: NextLevel (its spec level) <= this generic level.
     if (!leaf && nl > level) return fault(res, TR_FAULT_TRANSLATION, level);
     allow &= hi;
-    // Address field as a PA split into halves (the mock's field is the PA >> 11).
-    let paHi = hi & ADDR_HI_MASK;
-    let paLo = (lo & ADDR_LO_MASK) >>> 0;
+    // Address field as a PA split into halves, addrLo a signed int32 (the mock's field is the
+    // PA >> 11, so its PA is the field shifted down by one bit).
+    let addrHi = hi & ADDR_HI_MASK;
+    let addrLo = lo & ADDR_LO_MASK;
     if (mock) {
-      paLo = ((paLo >>> 1) | (paHi << 31)) >>> 0;
-      paHi >>>= 1;
+      addrLo = ((lo >> 1) & (ADDR_LO_MASK >>> 1)) | (addrHi << 31);
+      addrHi >>= 1;
     }
     if (!leaf) {
-      if (nl < level) {
-        // Skipped levels nl .. level-1 index IOVA bits [g + 9nl, g + 9level): must be zero.
-        const from = g + 9 * nl;
-        const to = shift;
-        let bad: number;
-        if (to <= 32) bad = (iovaLo >>> from) & ((1 << (to - from)) - 1);
-        else if (from >= 32) bad = (iovaHi >>> (from - 32)) & (2 ** (to - from) - 1);
-        else bad = (iovaLo >>> from) | (iovaHi & (2 ** (to - 32) - 1));
-        if (bad !== 0) return fault(res, TR_FAULT_TRANSLATION, level);
+      if (nl < level && skippedBits(iovaHi, iovaLo, g + 9 * nl, shift) !== 0) {
+        return fault(res, TR_FAULT_TRANSLATION, level);
       }
-      if (hwAd && (lo & A) === 0) mem.write32(epa, (lo | A) >>> 0);
-      table = paHi * 4294967296 + paLo;
+      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      tableHi = addrHi;
+      tableLo = addrLo;
       level = nl - 1;
       continue;
     }
@@ -563,16 +587,17 @@ export function translateAmdv1(
     let out: number;
     if (sizeLg2 < 32) {
       const m = (1 << sizeLg2) - 1;
-      out = paHi * 4294967296 + (((paLo & ~m) | (iovaLo & m)) >>> 0);
+      out = addrHi * 4294967296 + (((addrLo & ~m) | (iovaLo & m)) >>> 0);
     } else {
-      const m = 2 ** (sizeLg2 - 32) - 1;
-      const outHi = paHi - (paHi % (m + 1)) + ((iovaHi >>> 0) % (m + 1));
+      // sizeLg2 <= 12 + 1 + 40 = 53 (sizeCodeOnes is at most 40), so the mask fits an int32.
+      const m = (1 << (sizeLg2 - 32)) - 1;
+      const outHi = (addrHi & ~m) | (iovaHi & m);
       if (outHi >= 0x100000) return fault(res, TR_FAULT_ADDRESS_SIZE, level);
       out = outHi * 4294967296 + (iovaLo >>> 0);
     }
     if (hwAd) {
       const want = needW ? lo | A | D : lo | A;
-      if (want !== lo) mem.write32(epa, want >>> 0);
+      if (want !== lo) storeLo(mem, d, w, epa, want);
     }
     const perm = (allow & IR_HI ? PERM_R | PERM_X : 0) | (allow & IW_HI ? PERM_W : 0);
     res.pageLg2 = sizeLg2;
@@ -581,6 +606,33 @@ export function translateAmdv1(
     res.pa = out;
     res.perm = perm;
     return TR_OK;
+  }
+}
+
+/**
+ * IOVA bits [from, to) as a non-zero int32 when any is set (0 when all are clear): the index
+ * bits of levels a PDE skips. from >= 11 and to <= 57, so every mask below fits an int32.
+ */
+function skippedBits(iovaHi: number, iovaLo: number, from: number, to: number): number {
+  let bits = 0;
+  if (from < 32) {
+    const end = to < 32 ? to : 32;
+    bits = (iovaLo >>> from) & ((1 << (end - from)) - 1);
+  }
+  if (to > 32) {
+    const start = from > 32 ? from - 32 : 0;
+    bits |= (iovaHi >>> start) & ((1 << (to - 32 - start)) - 1);
+  }
+  return bits;
+}
+
+/** Writes an entry's low word back (A/D update), by dense word index or by address. */
+function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
+  if (w >= 0) {
+    d[w] = lo;
+    mem.writes++;
+  } else {
+    mem.write32(epa, lo >>> 0);
   }
 }
 

@@ -86,7 +86,7 @@
  * Partial unmap of a block: current io-pgtable-arm refuses ("refuse"); before Linux 6.13 it
  * split the block (arm_lpae_split_blk_unmap), offered here as the "-split" configuration.
  */
-import type { PhysMem } from "../../mem/phys.ts";
+import { DENSE_BASE, denseWord, denseWordOf, type PhysMem } from "../../mem/phys.ts";
 import { U64 } from "../../mem/u64.ts";
 import {
   IOMMU_CACHE,
@@ -507,9 +507,15 @@ export const armv8Configs: readonly PtFormat[] = [
 ];
 
 // ---- data plane ----------------------------------------------------------------------------
+//
+// Speed: the walks keep the current table's address as u32 halves (the low half a signed int32)
+// and read entries that lie in the dense window straight from `mem.dense` by word index, using
+// int32 arithmetic only (src/mem/phys.ts denseWord). Anything else -- a table outside the
+// window or past its backed length, a misaligned root -- goes through mem.read64 / write32 by
+// address exactly as before, so counters and results do not depend on which path was taken.
 
-const ent1 = new U64();
-const ent2 = new U64();
+const ent1 = new U64(); // stage 1's fallback read buffer
+const ent2 = new U64(); // stage 2's: a nested stage-1 walk calls stage 2 between its reads
 
 function fault(res: TranslateResult, status: number, level: number): number {
   res.status = status;
@@ -529,8 +535,22 @@ function oaLimitHi(param: number): number {
 }
 
 /**
+ * Writes a descriptor's low word back (AF / DBM update): by dense word index when the entry
+ * was read from the dense window (w >= 0), else through PhysMem by address.
+ */
+function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
+  if (w >= 0) {
+    d[w] = lo;
+    mem.writes++;
+  } else {
+    mem.write32(epa, lo >>> 0);
+  }
+}
+
+/**
  * Stage-1 walk. cfg: root, levels, vaBits, granuleLg2, strideLg2, topLg2, param (output size),
- * flags WF_HW_A / WF_HW_AD. With `s2` every table address and the output are IPAs.
+ * flags WF_HW_A / WF_HW_AD. With `s2` every table address and the output are IPAs: each table
+ * address goes through translateStage2 and the entry is then located by its host address.
  */
 export function translateArmV8S1(
   mem: PhysMem,
@@ -545,35 +565,60 @@ export function translateArmV8S1(
   if (outOfRange(cfg.vaBits, iovaHi, iovaLo)) return fault(res, TR_FAULT_ADDRESS_SIZE, top);
   const g = cfg.granuleLg2;
   const stride = cfg.strideLg2;
-  const addrLo = (-1 << g) >>> 0;
+  const addrLo = -1 << g; // bits 31:G of a table or output address, as an int32 mask
   const lpaLo = g === 16 ? LPA_LO_MASK : 0;
   const limitHi = oaLimitHi(cfg.param);
   const maxBlock = g === 12 ? 2 : 1;
   let shift = g + stride * top;
   let idxMask = (1 << cfg.topLg2) - 1;
-  let table = cfg.root;
-  let tableHi = 0; // OR of the hierarchical attributes of the tables walked through
+  const root = cfg.root;
+  // The current table's address as halves; tableLo stays a signed int32 (no float values).
+  let tableHi = Math.floor(root / TWO32);
+  let tableLo = root | 0;
+  let attrHi = 0; // OR of the hierarchical attributes of the tables walked through
+  let d = mem.dense;
   for (let level = top; level >= 0; level--) {
     const idx =
       (shift >= 32 ? iovaHi >>> (shift - 32) : (iovaLo >>> shift) | (iovaHi << (32 - shift))) &
       idxMask;
-    let tpa = table;
+    // Locate the entry: word index into the dense window (w >= 0), else its address (epa).
+    let w: number;
+    let epa = 0;
     if (s2 !== null) {
-      tpa = translateStage2(mem, s2, table, ACC_READ, res);
-      if (tpa < 0) return res.status;
+      const gpa = tableHi * TWO32 + (tableLo >>> 0);
+      const hpa = translateStage2(mem, s2, gpa, ACC_READ, res);
+      if (hpa < 0) return res.status;
+      epa = hpa + idx * 8;
+      w = (epa & 7) === 0 ? denseWordOf(epa) : -1;
+      d = mem.dense; // re-read: the stage-2 walk wrote through PhysMem
+    } else {
+      // Only a misaligned root can fail the alignment test; read64 handles it byte-wise.
+      w = (tableLo & 7) === 0 ? denseWord(tableHi, tableLo) : -1;
+      if (w >= 0) w += idx << 1;
+      else epa = tableHi * TWO32 + (tableLo >>> 0) + idx * 8;
     }
-    const epa = tpa + idx * 8;
-    mem.read64(epa, ent1);
+    let lo: number;
+    let hi: number;
+    if (w >= 0 && w + 1 < d.length) {
+      lo = d[w] | 0;
+      hi = d[w + 1] | 0;
+      mem.reads++;
+    } else {
+      if (w >= 0) epa = DENSE_BASE + w * 4;
+      w = -1;
+      mem.read64(epa, ent1);
+      lo = ent1.lo | 0;
+      hi = ent1.hi | 0;
+    }
     res.reads++;
-    const lo = ent1.lo;
-    const hi = ent1.hi;
     if ((lo & VALID) === 0) return fault(res, TR_FAULT_TRANSLATION, level);
     if (level > 0 && (lo & TABLE_OR_PAGE) !== 0) {
       if ((hi & OA_CHECK_HI_MASK) >= limitHi || (lo & lpaLo) !== 0) {
         return fault(res, TR_FAULT_ADDRESS_SIZE, level);
       }
-      tableHi |= hi;
-      table = (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo) >>> 0);
+      attrHi |= hi;
+      tableHi = hi & OA_HI_MASK;
+      tableLo = lo & addrLo;
       shift -= stride;
       idxMask = (1 << stride) - 1;
       continue;
@@ -591,17 +636,17 @@ export function translateArmV8S1(
     }
     // Effective permissions after the tables' APTable / XNTable bits.
     const hd = (flags & WF_HW_AD) !== 0;
-    const tableRo = (tableHi & AP_TABLE_RDONLY_HI) !== 0;
-    const el0 = (lo & AP_EL0) !== 0 && (tableHi & AP_TABLE_NO_EL0_HI) === 0;
+    const tableRo = (attrHi & AP_TABLE_RDONLY_HI) !== 0;
+    const el0 = (lo & AP_EL0) !== 0 && (attrHi & AP_TABLE_NO_EL0_HI) === 0;
     const writable = !tableRo && ((lo & AP_RDONLY) === 0 || (hd && (hi & DBM_HI) !== 0));
     let perm: number;
     if ((access & ACC_PRIV) !== 0) {
       // Implied PXN for memory writable at EL0 (effective AP[2:1] = 0b01).
       const el0Writable = el0 && !tableRo && (lo & AP_RDONLY) === 0;
-      const pxn = (hi & PXN_HI) !== 0 || (tableHi & PXN_TABLE_HI) !== 0 || el0Writable;
+      const pxn = (hi & PXN_HI) !== 0 || (attrHi & PXN_TABLE_HI) !== 0 || el0Writable;
       perm = PERM_R | (writable ? PERM_W : 0) | (pxn ? 0 : PERM_X);
     } else {
-      const uxn = (hi & UXN_HI) !== 0 || (tableHi & UXN_TABLE_HI) !== 0;
+      const uxn = (hi & UXN_HI) !== 0 || (attrHi & UXN_TABLE_HI) !== 0;
       perm = (el0 ? PERM_R | (writable ? PERM_W : 0) : 0) | (uxn ? 0 : PERM_X);
     }
     if (
@@ -614,11 +659,10 @@ export function translateArmV8S1(
     if ((flags & (WF_HW_A | WF_HW_AD)) !== 0) {
       let want = lo | AF;
       if (hd && (access & ACC_WRITE) !== 0) want &= ~AP_RDONLY; // DBM: writable-clean -> dirty
-      if (want !== lo) mem.write32(epa, want >>> 0);
+      if (want !== lo) storeLo(mem, d, w, epa, want);
     }
     const sizeMask = (1 << shift) - 1; // leaves have shift <= 30
-    const out =
-      (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo & ~sizeMask) >>> 0) + ((iovaLo & sizeMask) >>> 0);
+    const out = (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo & ~sizeMask) >>> 0) + (iovaLo & sizeMask);
     res.pageLg2 = (hi & CONT_HI) !== 0 ? shift + contigLg2Of(g, level) : shift;
     if (s2 !== null) return finishNested(mem, s2, out, access, perm, res);
     res.status = TR_OK;
@@ -630,9 +674,10 @@ export function translateArmV8S1(
 }
 
 /**
- * Stage-2 walk: same geometry fields as stage 1 (topLg2 covers concatenated initial tables),
- * S2AP / XN permissions, no hierarchical attributes, privilege ignored. A stage-2 tree is never
- * itself nested, so `s2` is ignored.
+ * Stage-2 walk: same geometry fields as stage 1 (topLg2 covers concatenated initial tables,
+ * which are one naturally aligned block, so the index simply runs past the first table), S2AP /
+ * XN permissions, no hierarchical attributes, privilege ignored. A stage-2 tree is never itself
+ * nested, so `s2` is ignored.
  */
 export function translateArmV8S2(
   mem: PhysMem,
@@ -647,28 +692,45 @@ export function translateArmV8S2(
   if (outOfRange(cfg.vaBits, iovaHi, iovaLo)) return fault(res, TR_FAULT_ADDRESS_SIZE, top);
   const g = cfg.granuleLg2;
   const stride = cfg.strideLg2;
-  const addrLo = (-1 << g) >>> 0;
+  const addrLo = -1 << g;
   const lpaLo = g === 16 ? LPA_LO_MASK : 0;
   const limitHi = oaLimitHi(cfg.param);
   const maxBlock = g === 12 ? 2 : 1;
   let shift = g + stride * top;
   let idxMask = (1 << cfg.topLg2) - 1;
-  let table = cfg.root;
+  const root = cfg.root;
+  let tableHi = Math.floor(root / TWO32);
+  let tableLo = root | 0;
+  const d = mem.dense;
   for (let level = top; level >= 0; level--) {
     const idx =
       (shift >= 32 ? iovaHi >>> (shift - 32) : (iovaLo >>> shift) | (iovaHi << (32 - shift))) &
       idxMask;
-    const epa = table + idx * 8;
-    mem.read64(epa, ent2);
+    let w = (tableLo & 7) === 0 ? denseWord(tableHi, tableLo) : -1;
+    let epa = 0;
+    if (w >= 0) w += idx << 1;
+    else epa = tableHi * TWO32 + (tableLo >>> 0) + idx * 8;
+    let lo: number;
+    let hi: number;
+    if (w >= 0 && w + 1 < d.length) {
+      lo = d[w] | 0;
+      hi = d[w + 1] | 0;
+      mem.reads++;
+    } else {
+      if (w >= 0) epa = DENSE_BASE + w * 4;
+      w = -1;
+      mem.read64(epa, ent2);
+      lo = ent2.lo | 0;
+      hi = ent2.hi | 0;
+    }
     res.reads++;
-    const lo = ent2.lo;
-    const hi = ent2.hi;
     if ((lo & VALID) === 0) return fault(res, TR_FAULT_TRANSLATION, level);
     if (level > 0 && (lo & TABLE_OR_PAGE) !== 0) {
       if ((hi & OA_CHECK_HI_MASK) >= limitHi || (lo & lpaLo) !== 0) {
         return fault(res, TR_FAULT_ADDRESS_SIZE, level);
       }
-      table = (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo) >>> 0);
+      tableHi = hi & OA_HI_MASK;
+      tableLo = lo & addrLo;
       shift -= stride;
       idxMask = (1 << stride) - 1;
       continue;
@@ -699,12 +761,11 @@ export function translateArmV8S2(
     if ((flags & (WF_HW_A | WF_HW_AD)) !== 0) {
       let want = lo | AF;
       if (hd && (access & ACC_WRITE) !== 0) want |= S2AP_WRITE; // DBM: writable-clean -> dirty
-      if (want !== lo) mem.write32(epa, want >>> 0);
+      if (want !== lo) storeLo(mem, d, w, epa, want);
     }
     const sizeMask = (1 << shift) - 1;
     res.status = TR_OK;
-    res.pa =
-      (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo & ~sizeMask) >>> 0) + ((iovaLo & sizeMask) >>> 0);
+    res.pa = (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo & ~sizeMask) >>> 0) + (iovaLo & sizeMask);
     res.pageLg2 = (hi & CONT_HI) !== 0 ? shift + contigLg2Of(g, level) : shift;
     res.perm = perm;
     return TR_OK;

@@ -35,7 +35,7 @@
  * Execute: with SSEE clear (Linux's setting) X is ignored and an execute request needs only
  * read permission; PERM_X is reported together with PERM_R.
  */
-import type { PhysMem } from "../../mem/phys.ts";
+import { DENSE_BASE, denseWord, denseWordOf, type PhysMem } from "../../mem/phys.ts";
 import { U64 } from "../../mem/u64.ts";
 import {
   IOMMU_CACHE,
@@ -236,6 +236,12 @@ function fault(res: TranslateResult, status: number, level: number): number {
  * needs R at every level, a write needs W at every level; the fault names the first level that
  * denies. Reserved encodings (PS in SS-PML4E/PML5E, SNP in a non-leaf entry, bit 62, address
  * bits below a large page) fault as TRANSLATION.
+ *
+ * Speed (this is the stage 2 of every nested walk, so it runs once per stage-1 level): the next
+ * table's address is kept as u32 halves (low half a signed int32) and entries in the dense
+ * window are read straight from `mem.dense` by word index, int32 arithmetic only; tables
+ * elsewhere, and stage-1 tables of a nested walk, go through `mem.read64`. See
+ * src/mem/phys.ts denseWord.
  */
 export function translateVtdss(
   mem: PhysMem,
@@ -254,22 +260,46 @@ export function translateVtdss(
   const need =
     ((access & (ACC_READ | ACC_EXEC)) !== 0 ? R : 0) | ((access & ACC_WRITE) !== 0 ? W : 0);
   const hwAd = (cfg.flags & WF_HW_AD) !== 0;
-  let table = cfg.root;
+  let d = mem.dense;
+  const root = cfg.root;
+  // The current table's address as halves; nextLo stays a signed int32 (no float values).
+  let nextHi = root < TWO32 ? 0 : Math.floor(root / TWO32);
+  let nextLo = root | 0;
   let allow = R | W;
   for (let level = top; level >= 0; level--) {
     const shift = 12 + 9 * level;
     const idx =
       (shift >= 32 ? iovaHi >>> (shift - 32) : (iovaLo >>> shift) | (iovaHi << (32 - shift))) & 511;
-    let tpa = table;
+    // Locate the entry: word index into the dense window (w >= 0), else its address (epa).
+    // Only an 8-byte-aligned table takes the word path (read64 handles a misaligned root).
+    let w: number;
+    let epa = 0;
     if (s2 !== null) {
-      tpa = translateStage2(mem, s2, table, ACC_READ, res);
-      if (tpa < 0) return res.status;
+      const hpa = translateStage2(mem, s2, nextHi * TWO32 + (nextLo >>> 0), ACC_READ, res);
+      if (hpa < 0) return res.status;
+      epa = hpa + idx * 8;
+      w = (epa & 7) === 0 ? denseWordOf(epa) : -1;
+      d = mem.dense; // in case stage 2's A/D write-back grew the window
+    } else {
+      w = (nextLo & 7) === 0 ? denseWord(nextHi, nextLo) : -1;
+      if (w >= 0) w += idx * 2;
+      else epa = nextHi * TWO32 + (nextLo >>> 0) + idx * 8;
     }
-    const epa = tpa + idx * 8;
-    mem.read64(epa, ent);
+    let lo: number;
+    let hi: number;
+    if (w >= 0 && w + 1 < d.length) {
+      lo = d[w] | 0;
+      hi = d[w + 1] | 0;
+      mem.reads++;
+    } else {
+      if (w >= 0) epa = DENSE_BASE + w * 4;
+      w = -1;
+      mem.read64(epa, ent);
+      lo = ent.lo | 0;
+      hi = ent.hi | 0;
+    }
     res.reads++;
-    const lo = ent.lo;
-    if ((lo & (R | W)) === 0 || (ent.hi & RSVD62_HI) !== 0) {
+    if ((lo & (R | W)) === 0 || (hi & RSVD62_HI) !== 0) {
       return fault(res, TR_FAULT_TRANSLATION, level);
     }
     const leaf = level === 0 || (level <= 2 && (lo & PS) !== 0);
@@ -284,18 +314,20 @@ export function translateVtdss(
     allow &= lo;
     if ((allow & need) !== need) return fault(res, TR_FAULT_PERMISSION, level);
     if (!leaf) {
-      if (hwAd && (lo & A) === 0) mem.write32(epa, (lo | A) >>> 0);
-      table = (ent.hi & ADDR_HI_MASK) * TWO32 + ((lo & ADDR_LO_MASK) >>> 0);
+      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      nextHi = hi & ADDR_HI_MASK;
+      nextLo = lo & ADDR_LO_MASK;
       continue;
     }
     if (hwAd) {
-      const want = ((need & W) !== 0 ? lo | A | D : lo | A) >>> 0;
-      if (want !== lo) mem.write32(epa, want);
+      const want = (need & W) !== 0 ? lo | A | D : lo | A;
+      if (want !== lo) storeLo(mem, d, w, epa, want);
     }
     // (1 << shift) - 1, not 2 ** shift: Math.pow costs more than the rest of the walk.
     const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
-    const base = (ent.hi & ADDR_HI_MASK) * TWO32 + ((lo & ADDR_LO_MASK) >>> 0);
-    const out = base + ((iovaLo & sizeMask) >>> 0);
+    // The address bits below the page size are zero (checked above for large pages), so the
+    // page offset can be ORed in before the one conversion to an unsigned low half.
+    const out = (hi & ADDR_HI_MASK) * TWO32 + (((lo & ADDR_LO_MASK) | (iovaLo & sizeMask)) >>> 0);
     const perm = ((allow & R) !== 0 ? PERM_R | PERM_X : 0) | ((allow & W) !== 0 ? PERM_W : 0);
     res.pageLg2 = shift;
     if (s2 !== null) return finishNested(mem, s2, out, access, perm, res);
@@ -306,6 +338,16 @@ export function translateVtdss(
   }
   // Unreachable: level 0 is always a leaf.
   return fault(res, TR_FAULT_TRANSLATION, 0);
+}
+
+/** Writes an entry's low word back (A/D update), by dense word index or by address. */
+function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
+  if (w >= 0) {
+    d[w] = lo;
+    mem.writes++;
+  } else {
+    mem.write32(epa, lo >>> 0);
+  }
 }
 
 registerTranslate(FMT_VTDSS, translateVtdss);
