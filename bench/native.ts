@@ -24,7 +24,10 @@ export interface NativeWalkInput {
 }
 
 export interface NativeWalkResult {
+  /** ns per walk in the best round. */
   walk_ns: number;
+  /** ns per walk over all rounds. */
+  walk_ns_mean: number;
   reads_per_walk: number;
   checksum: string;
 }

@@ -5,7 +5,7 @@
  *
  * Input file: u64 base, u64 s1_root (GPA), u64 s2_root (HPA), u64 levels1, u64 levels2,
  * u64 mem_bytes, u64 n, then mem_bytes of memory image starting at `base`, then n u64 IOVAs.
- * Output (stdout): {"walk_ns": N, "reads_per_walk": R, "checksum": "0x..."}
+ * Output (stdout): {"walk_ns": best round, "walk_ns_mean": N, "reads_per_walk": R, "checksum": "0x..."}
  */
 #define _POSIX_C_SOURCE 199309L
 #include <stdint.h>
@@ -93,15 +93,21 @@ int main(int argc, char **argv)
 		sum += walk_nested(hdr[1], (int)hdr[3], hdr[2], (int)hdr[4], iovas[i]) & 0xffffffffu;
 	reads = 0;
 	sum = 0;
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (long r = 0; r < rounds; r++)
+	/* Time each round; report the best round (what the TypeScript side reports too) and the mean. */
+	double best = 1e30, total = 0;
+	for (long r = 0; r < rounds; r++) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		for (uint64_t i = 0; i < n; i++)
 			sum += walk_nested(hdr[1], (int)hdr[3], hdr[2], (int)hdr[4], iovas[i]) & 0xffffffffu;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+		total += ns;
+		if (ns < best)
+			best = ns;
+	}
 	double walks = (double)rounds * (double)n;
-	printf("{\"walk_ns\": %.2f, \"reads_per_walk\": %.2f, \"checksum\": \"0x%llx\"}\n", ns / walks,
-	       (double)reads / walks, (unsigned long long)sum);
+	printf("{\"walk_ns\": %.2f, \"walk_ns_mean\": %.2f, \"reads_per_walk\": %.2f, \"checksum\": \"0x%llx\"}\n",
+	       best / (double)n, total / walks, (double)reads / walks, (unsigned long long)sum);
 	return 0;
 }
