@@ -230,6 +230,19 @@ export class PhysMem {
     this.write64(pa, swap32(lo >>> 0), swap32(hi >>> 0));
   }
 
+  /**
+   * Data-plane write-back of a table entry's low word (A/D, AF, DBM updates): by dense word
+   * index `w` when the walk read the entry there (w >= 0), else at address `pa`.
+   */
+  writeEntryLo(w: number, pa: number, lo: number): void {
+    if (w >= 0) {
+      this.dense[w] = lo;
+      this.writes++;
+    } else {
+      this.write32(pa, lo >>> 0);
+    }
+  }
+
   // ---- 8 and 16 bits ----------------------------------------------------------------------------
 
   read8(pa: number): number {

@@ -572,7 +572,7 @@ export function translateAmdv1(
       if (nl < level && skippedBits(iovaHi, iovaLo, g + 9 * nl, shift) !== 0) {
         return fault(res, TR_FAULT_TRANSLATION, level);
       }
-      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      if (hwAd && (lo & A) === 0) mem.writeEntryLo(w, epa, lo | A);
       tableHi = addrHi;
       tableLo = addrLo;
       level = nl - 1;
@@ -597,7 +597,7 @@ export function translateAmdv1(
     }
     if (hwAd) {
       const want = needW ? lo | A | D : lo | A;
-      if (want !== lo) storeLo(mem, d, w, epa, want);
+      if (want !== lo) mem.writeEntryLo(w, epa, want);
     }
     const perm = (allow & IR_HI ? PERM_R | PERM_X : 0) | (allow & IW_HI ? PERM_W : 0);
     res.pageLg2 = sizeLg2;
@@ -624,16 +624,6 @@ function skippedBits(iovaHi: number, iovaLo: number, from: number, to: number): 
     bits |= (iovaHi >>> start) & ((1 << (to - 32 - start)) - 1);
   }
   return bits;
-}
-
-/** Writes an entry's low word back (A/D update), by dense word index or by address. */
-function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
-  if (w >= 0) {
-    d[w] = lo;
-    mem.writes++;
-  } else {
-    mem.write32(epa, lo >>> 0);
-  }
 }
 
 registerTranslate(FMT_AMDV1, translateAmdv1);

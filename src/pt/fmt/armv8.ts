@@ -535,19 +535,6 @@ function oaLimitHi(param: number): number {
 }
 
 /**
- * Writes a descriptor's low word back (AF / DBM update): by dense word index when the entry
- * was read from the dense window (w >= 0), else through PhysMem by address.
- */
-function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
-  if (w >= 0) {
-    d[w] = lo;
-    mem.writes++;
-  } else {
-    mem.write32(epa, lo >>> 0);
-  }
-}
-
-/**
  * Stage-1 walk. cfg: root, levels, vaBits, granuleLg2, strideLg2, topLg2, param (output size),
  * flags WF_HW_A / WF_HW_AD. With `s2` every table address and the output are IPAs: each table
  * address goes through translateStage2 and the entry is then located by its host address.
@@ -659,7 +646,7 @@ export function translateArmV8S1(
     if ((flags & (WF_HW_A | WF_HW_AD)) !== 0) {
       let want = lo | AF;
       if (hd && (access & ACC_WRITE) !== 0) want &= ~AP_RDONLY; // DBM: writable-clean -> dirty
-      if (want !== lo) storeLo(mem, d, w, epa, want);
+      if (want !== lo) mem.writeEntryLo(w, epa, want);
     }
     const sizeMask = (1 << shift) - 1; // leaves have shift <= 30
     const out = (hi & OA_HI_MASK) * TWO32 + ((lo & addrLo & ~sizeMask) >>> 0) + (iovaLo & sizeMask);
@@ -761,7 +748,7 @@ export function translateArmV8S2(
     if ((flags & (WF_HW_A | WF_HW_AD)) !== 0) {
       let want = lo | AF;
       if (hd && (access & ACC_WRITE) !== 0) want |= S2AP_WRITE; // DBM: writable-clean -> dirty
-      if (want !== lo) storeLo(mem, d, w, epa, want);
+      if (want !== lo) mem.writeEntryLo(w, epa, want);
     }
     const sizeMask = (1 << shift) - 1;
     res.status = TR_OK;

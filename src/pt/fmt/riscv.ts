@@ -471,7 +471,7 @@ export function translateRiscv(
       if ((cfg.flags & WF_HW_AD) === 0) {
         return fault(res, (lo & A) === 0 ? TR_FAULT_ACCESS : TR_FAULT_PERMISSION, level);
       }
-      storeLo(mem, d, w, epa, lo | A | (write ? D : 0));
+      mem.writeEntryLo(w, epa, lo | A | (write ? D : 0));
     }
     // Step 8: pa = leaf base + the IOVA's offset inside the page.
     const offset =
@@ -489,16 +489,6 @@ export function translateRiscv(
   }
   // Unreachable: a level-0 entry is either a leaf or faults above.
   return fault(res, TR_FAULT_TRANSLATION, 0);
-}
-
-/** Writes a leaf's low word back (A/D update), by dense word index or by address. */
-function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
-  if (w >= 0) {
-    d[w] = lo;
-    mem.writes++;
-  } else {
-    mem.write32(epa, lo >>> 0);
-  }
 }
 
 registerTranslate(FMT_RISCV, translateRiscv);

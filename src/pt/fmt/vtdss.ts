@@ -314,14 +314,14 @@ export function translateVtdss(
     allow &= lo;
     if ((allow & need) !== need) return fault(res, TR_FAULT_PERMISSION, level);
     if (!leaf) {
-      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      if (hwAd && (lo & A) === 0) mem.writeEntryLo(w, epa, lo | A);
       nextHi = hi & ADDR_HI_MASK;
       nextLo = lo & ADDR_LO_MASK;
       continue;
     }
     if (hwAd) {
       const want = (need & W) !== 0 ? lo | A | D : lo | A;
-      if (want !== lo) storeLo(mem, d, w, epa, want);
+      if (want !== lo) mem.writeEntryLo(w, epa, want);
     }
     // (1 << shift) - 1, not 2 ** shift: Math.pow costs more than the rest of the walk.
     const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
@@ -338,16 +338,6 @@ export function translateVtdss(
   }
   // Unreachable: level 0 is always a leaf.
   return fault(res, TR_FAULT_TRANSLATION, 0);
-}
-
-/** Writes an entry's low word back (A/D update), by dense word index or by address. */
-function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
-  if (w >= 0) {
-    d[w] = lo;
-    mem.writes++;
-  } else {
-    mem.write32(epa, lo >>> 0);
-  }
 }
 
 registerTranslate(FMT_VTDSS, translateVtdss);

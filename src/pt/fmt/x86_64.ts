@@ -261,7 +261,7 @@ export function translateX86_64(
       return TR_FAULT_TRANSLATION;
     }
     if (level !== 0 && (level > 2 || (lo & PS) === 0)) {
-      if (hwAd && (lo & A) === 0) storeLo(mem, d, w, epa, lo | A);
+      if (hwAd && (lo & A) === 0) mem.writeEntryLo(w, epa, lo | A);
       nextHi = hi & ADDR_HI_MASK;
       nextLo = lo & ADDR_LO_MASK;
       continue;
@@ -278,7 +278,7 @@ export function translateX86_64(
     }
     if (hwAd) {
       const want = (access & ACC_WRITE) !== 0 ? lo | A | D : lo | A;
-      if (want !== lo) storeLo(mem, d, w, epa, want);
+      if (want !== lo) mem.writeEntryLo(w, epa, want);
     }
     const sizeMask = (1 << shift) - 1; // shift <= 30 for leaves
     const out =
@@ -296,16 +296,6 @@ export function translateX86_64(
   // Unreachable: level 0 is always a leaf.
   res.status = TR_FAULT_TRANSLATION;
   return TR_FAULT_TRANSLATION;
-}
-
-/** Writes an entry's low word back (A/D update), by dense word index or by address. */
-function storeLo(mem: PhysMem, d: Uint32Array, w: number, epa: number, lo: number): void {
-  if (w >= 0) {
-    d[w] = lo;
-    mem.writes++;
-  } else {
-    mem.write32(epa, lo >>> 0);
-  }
 }
 
 registerTranslate(FMT_X86_64, translateX86_64);
