@@ -21,11 +21,13 @@ export const EINVAL = 22;
 export const ENOSPC = 28;
 export const ESPIPE = 29;
 export const ERANGE = 34;
+export const EMFILE = 24;
 export const ENOTTY = 25;
 export const EMSGSIZE = 90;
 export const EOPNOTSUPP = 95;
 export const EADDRINUSE = 98;
 export const EOVERFLOW = 75;
+export const EBADFD = 77;
 export const ENOSYS = 38;
 /** EDEADLK; the kernel spells it EDEADLOCK where iommufd gives up retrying an unmap. */
 export const EDEADLOCK = 35;
@@ -52,11 +54,13 @@ const NAMES: Record<number, string> = {
   [ENOSPC]: "ENOSPC",
   [ESPIPE]: "ESPIPE",
   [ERANGE]: "ERANGE",
+  [EMFILE]: "EMFILE",
   [ENOTTY]: "ENOTTY",
   [EMSGSIZE]: "EMSGSIZE",
   [EOPNOTSUPP]: "EOPNOTSUPP",
   [EADDRINUSE]: "EADDRINUSE",
   [EOVERFLOW]: "EOVERFLOW",
+  [EBADFD]: "EBADFD",
   [ENOSYS]: "ENOSYS",
   [EDEADLOCK]: "EDEADLOCK",
   [EBADE]: "EBADE",
