@@ -11,6 +11,7 @@ import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { findFormat, PT_FORMATS } from "../src/pt/registry.ts";
+import { benchCore } from "./core.ts";
 import { benchAllFormats, benchNested } from "./pt.ts";
 
 const { values } = parseArgs({
@@ -36,6 +37,8 @@ function part(name: string): unknown {
 if (values.part === "formats") {
   const only = values.only === undefined ? undefined : new RegExp(values.only);
   process.stdout.write(JSON.stringify(benchAllFormats(only)));
+} else if (values.part === "core") {
+  process.stdout.write(JSON.stringify(benchCore()));
 } else if (values.part === "nested") {
   const s2 = pick("vtdss-4lvl", "x86_64-4lvl");
   process.stdout.write(JSON.stringify(benchNested(findFormat("x86_64-4lvl"), findFormat(s2))));
@@ -44,6 +47,8 @@ if (values.part === "formats") {
   const formats = part("formats");
   log("nested 4x4 ...");
   const nested = part("nested");
-  const report = { node: process.version, formats, nested_4x4: nested };
+  log("iommufd core ...");
+  const core = part("core");
+  const report = { node: process.version, formats, nested_4x4: nested, core };
   process.stdout.write(`${JSON.stringify(report, null, values.json ? undefined : 2)}\n`);
 }

@@ -74,7 +74,12 @@ export function errnoName(e: number): string {
 export class ErrnoError extends Error {
   readonly errno: number;
   constructor(errno: number, message: string) {
+    // An errno is ordinary control flow (the kernel's return codes), not a bug: capturing a
+    // stack trace for each made a failing ioctl cost ~10 us. Bugs throw plain Errors instead.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(`${errnoName(errno)}: ${message}`);
+    Error.stackTraceLimit = limit;
     this.name = "ErrnoError";
     this.errno = errno;
   }

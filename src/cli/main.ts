@@ -6,6 +6,8 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { runDemo } from "./demo.ts";
+import { runExec } from "./exec.ts";
+import { runServe } from "./serve.ts";
 
 interface Subcommand {
   summary: string;
@@ -34,6 +36,14 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
       );
       return 0;
     },
+  },
+  serve: {
+    summary: "serve /dev/iommu to shimmed programs on a Unix socket (--socket PATH, --trace FILE)",
+    run: runServe,
+  },
+  exec: {
+    summary: "run a program against a private daemon: exec [--trace FILE] -- PROGRAM [ARGS...]",
+    run: runExec,
   },
   version: {
     summary: "print the version",
