@@ -2,7 +2,7 @@
  * The iommufd core's public entry. Importing it loads every area module that registers ioctl
  * handlers (each registers when it is first imported, and src/core/context.ts refuses
  * registrations after the first ioctl), so a context created through this entry serves the
- * whole uAPI. The daemon imports this module alone when it exists (src/daemon/core_loader.ts):
+ * whole uAPI. The daemon imports this module (src/daemon/server.ts):
  * a new area module must be added here to be served.
  *
  * Modules (kept in the order biome sorts them):

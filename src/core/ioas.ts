@@ -51,8 +51,11 @@ export class Ioas extends IommufdObject {
    */
   readonly hwptList: IommufdObject[] = [];
 
+  private readonly ctx: IommufdContext;
+
   constructor(ctx: IommufdContext) {
     super();
+    this.ctx = ctx;
     this.iopt = new IoPagetable(ctx.faults);
   }
 
@@ -61,6 +64,8 @@ export class Ioas extends IommufdObject {
    * hold the IOAS), then drops the test reservations and the allowed ranges.
    */
   destroy(): void {
+    // The VFIO compat pointer is weak: it goes when its IOAS does (iommufd_object_remove).
+    if (this.ctx.vfioIoas === this) this.ctx.vfioIoas = null;
     try {
       this.iopt.unmapAll();
     } catch {

@@ -67,7 +67,6 @@ import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./driver.ts";
 import type { HwptPaging } from "./hwpt.ts";
 import { type IoPagetable, ULONG_MAX } from "./io_pagetable.ts";
 import { getIoas, Ioas, ioasMapUser } from "./ioas.ts";
-import { ObjType } from "./object.ts";
 import { PAGE_SIZE } from "./user_mm.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -103,18 +102,12 @@ function stateOf(ctx: IommufdContext): CompatState {
 // ---- Exported API (for the VFIO device / group model and other slices) ---------------------------
 
 /**
- * The compat IOAS, or null when none is set or it has been destroyed since (the weak pointer
- * is then cleared, as iommufd_object_remove() does). Takes no reference and is not a
- * fault-injection site (the kernel locks the object directly, get_compat_ioas()).
+ * The compat IOAS, or null when none is set (Ioas.destroy clears the weak pointer, as
+ * iommufd_object_remove() does). Takes no reference and is not a fault-injection site (the
+ * kernel locks the object directly, get_compat_ioas()).
  */
 export function compatIoas(ctx: IommufdContext): Ioas | null {
-  const obj = ctx.vfioIoas;
-  if (obj === null) return null;
-  if (obj.type !== ObjType.IOAS || obj.users === 0 || ctx.table.peek(obj.id) !== obj) {
-    ctx.vfioIoas = null;
-    return null;
-  }
-  return obj as Ioas;
+  return ctx.vfioIoas as Ioas | null;
 }
 
 /** get_compat_ioas(): the compat IOAS, or ENODEV. Throws ErrnoError. */
