@@ -20,6 +20,7 @@
 import { EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM, ErrnoError } from "../errno.ts";
 import { AccountMode, type AccountModeValue } from "./context.ts";
 import type { FailNth } from "./fail_nth.ts";
+import { HeldPages } from "./held_pages.ts";
 import { PAGE_SIZE, type UserFile, type UserPage, type UserProcess } from "./user_mm.ts";
 
 type Faults = Pick<FailNth, "shouldFail">;
@@ -37,16 +38,6 @@ export const ACCESS_RW_SLOW_PATH = 1 << 2;
 
 const PAGE = BigInt(PAGE_SIZE);
 const SIZE_MAX = (1n << 64n) - 1n;
-
-/** One index held by at least one domain-filled area or access pin. */
-class HeldPage {
-  readonly page: UserPage;
-  holders: number;
-  constructor(page: UserPage) {
-    this.page = page;
-    this.holders = 1;
-  }
-}
 
 /**
  * Charges (inc) or uncharges `npages` pinned pages to `owner` in `mode`
@@ -100,7 +91,7 @@ export class IoptPages {
   lastNpinned = 0;
   /** kref: one per area using these pages and per COPY piece in flight. */
   refs = 1;
-  private readonly held = new Map<number, HeldPage>();
+  private readonly held = new HeldPages();
   /** access_itree: users per exact index range "first:last" pinned by accesses. */
   private readonly accessNodes = new Map<string, number>();
 
@@ -204,7 +195,7 @@ export class IoptPages {
 
   /** The held page at `index` (undefined when nothing holds it). */
   pageAt(index: number): UserPage | undefined {
-    return this.held.get(index)?.page;
+    return this.held.page(index);
   }
 
   /** Number of indexes held (for tests and invariants). */
@@ -224,10 +215,9 @@ export class IoptPages {
     let i = first;
     try {
       while (i <= last) {
-        const h = this.held.get(i);
-        if (h !== undefined) {
-          h.holders++;
-          out[i - first] = h.page;
+        const heldPage = this.held.addHolder(i);
+        if (heldPage !== undefined) {
+          out[i - first] = heldPage;
           i++;
           continue;
         }
@@ -243,7 +233,7 @@ export class IoptPages {
         for (let k = 0; k < pinned.length; k++) {
           const page = pinned[k];
           page.pins++;
-          this.held.set(i + k, new HeldPage(page));
+          this.held.insert(i + k, page);
           out[i + k - first] = page;
         }
         this.npinned += pinned.length;
@@ -326,11 +316,9 @@ export class IoptPages {
 
   private release(first: number, last: number): void {
     for (let i = first; i <= last; i++) {
-      const h = this.held.get(i);
-      if (h === undefined) throw new Error(`iopt_pages index ${i} released but not held`);
-      if (--h.holders === 0) {
-        h.page.pins--;
-        this.held.delete(i);
+      const unheld = this.held.removeHolder(i);
+      if (unheld !== undefined) {
+        unheld.pins--;
         this.npinned--;
       }
     }
@@ -440,10 +428,10 @@ export class IoptPages {
       let pageOffset = offset;
       let i = startIndex;
       while (i <= lastIndex) {
-        const held = this.held.get(i);
+        const heldPage = this.held.page(i);
         let run: UserPage[];
-        if (held !== undefined) {
-          run = [held.page];
+        if (heldPage !== undefined) {
+          run = [heldPage];
         } else {
           let end = i;
           while (end < lastIndex && !this.held.has(end + 1)) end++;

@@ -245,11 +245,16 @@ export class FakeProcess implements UserProcess {
 
   pages(va: bigint, n: number, write: boolean): UserPage[] | number {
     if (va % BigInt(PAGE_SIZE) !== 0n) throw new RangeError("pages(): va not page aligned");
-    const out: UserPage[] = [];
-    for (let i = 0; i < n; i++) {
+    const out: UserPage[] = new Array(n);
+    let i = 0;
+    // One lookup per mapping crossed, then the mapping's pages in a run.
+    while (i < n) {
       const loc = this.locate(va + BigInt(i * PAGE_SIZE));
       if (loc === undefined || (write && !loc.map.writable)) return EFAULT;
-      out.push(loc.page);
+      const first = Number((va + BigInt(i * PAGE_SIZE) - loc.map.start) / BigInt(PAGE_SIZE));
+      const run = Math.min(n - i, loc.map.pages.length - first);
+      for (let k = 0; k < run; k++) out[i + k] = loc.map.pages[first + k];
+      i += run;
     }
     return out;
   }
