@@ -610,12 +610,44 @@ export class IoPagetable {
         const off = k === 0 ? area.pageOffset : 0;
         let next = iova + BigInt((j - k + 1) * PAGE_SIZE - off);
         if (next > areaEnd) next = areaEnd;
-        domain.map(iova, pages[k].pfn * PAGE_SIZE + off, next - iova, area.iommuProt);
+        const pa = pages[k].pfn * PAGE_SIZE + off;
+        if (this.largePagesDisabled)
+          this.mapSmallest(domain, iova, pa, next - iova, area.iommuProt);
+        else domain.map(iova, pa, next - iova, area.iommuProt);
         iova = next;
         k = j + 1;
       }
     } catch (e) {
       if (iova !== area.iova) domain.unmap(area.iova, iova - area.iova);
+      throw e;
+    }
+  }
+
+  /**
+   * With large pages disabled every piece goes into the domain in its smallest page size
+   * (batch_iommu_map_small). Where that is below PAGE_SIZE (the selftest mock's 2 KiB), each
+   * small page is its own leaf, so dirty tracking sees each one separately: the selftest's
+   * non-huge dirty fixture sets HUGE_PAGES = 0 for exactly that and expects 2 KiB dirty bits.
+   */
+  private mapSmallest(
+    domain: IommuPagingDomain,
+    iova: bigint,
+    pa: number,
+    length: bigint,
+    prot: number,
+  ): void {
+    const step = Number(lowestBit(domain.pgsizeBitmap));
+    if (step >= PAGE_SIZE || iova % BigInt(step) !== 0n || length % BigInt(step) !== 0n) {
+      domain.map(iova, pa, length, prot);
+      return;
+    }
+    const stepBig = BigInt(step);
+    let done = 0n;
+    try {
+      for (; done < length; done += stepBig)
+        domain.map(iova + done, pa + Number(done), stepBig, prot);
+    } catch (e) {
+      if (done !== 0n) domain.unmap(iova, done);
       throw e;
     }
   }

@@ -456,7 +456,8 @@ describe("IOMMU_HWPT_GET_DIRTY_BITMAP", () => {
     for (const flags of [0, 1]) {
       it(`sets one bit per dirty PTE slot (${size / 1024n} KiB${huge ? " huge" : ""}${flags ? ", NO_CLEAR" : ""})`, () => {
         const { h, hwpt, dom } = fixture(size, huge);
-        const pte = huge ? MiB : 4096n;
+        // HUGE_PAGES = 0 puts every 2 KiB mock page in its own leaf: one bit per dirty 2 KiB.
+        const pte = huge ? MiB : 2048n;
         for (const off of [0n, 2048n, 0xff1n]) {
           checkPattern(h, hwpt, dom, size, pte, off, flags);
           // NO_CLEAR leaves the bits: clear them for the next round.
@@ -540,15 +541,19 @@ describe("IOMMU_HWPT_GET_DIRTY_BITMAP", () => {
     // page_size 1: one bit per byte of IOVA, so a 2 MiB window of bitmap covers 16 MiB.
     const window = 2 * 1024 * 1024;
     const data = h.proc.mmap(window); // the page after it stays unmapped (guard)
-    dom.setDirty(START);
-    dom.setDirty(START + 16n * MiB + 4096n);
+    // Large pages are off, so each 2 KiB is its own leaf: dirty a whole 4 KiB as two halves.
+    for (const at of [START, START + 16n * MiB + 4096n]) {
+      dom.setDirty(at);
+      dom.setDirty(at + 2048n);
+    }
     assert.equal(h.getDirtyBitmap(hwpt, START, len, 1n, data), 0);
     const first = new Uint8Array(512);
     h.proc.read(data, first);
     assert.ok(first.every((x) => x === 0xff));
     const left: bigint[] = [];
     dom.readAndClearDirty(START + 16n * MiB, 8192n, true, (i) => left.push(i));
-    assert.deepEqual(left, [START + 16n * MiB + 4096n]); // beyond the pinned window
+    // Beyond the pinned window: still dirty.
+    assert.deepEqual(left, [START + 16n * MiB + 4096n, START + 16n * MiB + 6144n]);
     // With the second window mapped, the walk reaches it.
     h.proc.mmap(4096, { at: data + BigInt(window) });
     assert.equal(h.getDirtyBitmap(hwpt, START, len, 1n, data), 0);
