@@ -11,9 +11,10 @@
  *    memory is a shmem file; memfd; shared file mappings) are keyed by (device, inode, file page
  *    offset), so a forked child pins the very same page objects. Private anonymous pages are
  *    keyed by (process, virtual page): a child's copy is its own page, as after copy-on-write.
- *    A private file mapping pins the file's page for reading until the process has written it
- *    (/proc/<pid>/pagemap bit 61 clear on a present page means an anonymous COW copy); pinning
- *    it for writing always unshares into a private page (FOLL_WRITE breaks COW).
+ *    A private file mapping is a COW mapping (VM_MAYWRITE without VM_SHARED), and iommufd pins
+ *    with FOLL_LONGTERM, so even a read-only pin unshares the file page into a private copy
+ *    first (gup_must_unshare): such pages are keyed by (process, virtual page) too, and a later
+ *    write by the process keeps the pinned page (selftest ro_unshare).
  *  - Each identity gets a synthetic PFN that stays the same while any page object for it lives.
  *    PFNs come in 2 MiB-aligned blocks of 512 per (file, 2 MiB of offsets) or (process, 2 MiB
  *    of addresses), so a huge-page-aligned run of pages is physically contiguous as a THP or
@@ -31,8 +32,8 @@
  * Node opens every file close-on-exec (libuv adds O_CLOEXEC), so the client's children never
  * inherit these descriptors.
  *
- * Facts: Documentation/filesystems/proc.rst (maps, map_files, pagemap in
- * admin-guide/mm/pagemap.rst: bit 63 present, bit 61 file-page or shared-anon), capability.h
+ * Facts: Documentation/filesystems/proc.rst (maps, map_files), mm/internal.h gup_must_unshare
+ * and is_cow_mapping (R/O FOLL_LONGTERM pins of COW file mappings unshare), capability.h
  * (CAP_IPC_LOCK = 14, CAP_SYS_RESOURCE = 24), kdev_t.h (new_encode_dev layout of st_dev).
  */
 import {
@@ -478,7 +479,6 @@ export class ProcProcess implements UserProcess {
   readonly accounting: UserAccounting;
   private readonly registry: PageRegistry;
   private memFd = -1;
-  private pagemapFd = -1;
   private epochMaps: Vma[] | undefined;
   private epochStatus: string | undefined;
   private epochLimits: string | undefined;
@@ -610,15 +610,15 @@ export class ProcProcess implements UserProcess {
       if (vi < 0) return EFAULT;
       const v = vmas[vi];
       if (unpinnable(v) || (write ? !v.write : !v.read)) return EFAULT;
-      out[i] = this.pageAt(v, at, write);
+      out[i] = this.pageAt(v, at);
     }
     return out;
   }
 
   /** The page object behind `va` in mapping `v`, as a pin with or without FOLL_WRITE sees it. */
-  private pageAt(v: Vma, va: number, write: boolean): ProcPage {
+  private pageAt(v: Vma, va: number): ProcPage {
     const fileBacked = v.inode !== "0";
-    if (fileBacked && (v.shared || (!write && !this.isAnonCopy(va)))) {
+    if (fileBacked && v.shared) {
       const fileKey = fileKeyOf(v.major, v.minor, v.inode);
       const offset = v.offset + (va - v.start);
       const index = offset / PAGE_SIZE;
@@ -664,27 +664,6 @@ export class ProcProcess implements UserProcess {
     return undefined;
   }
 
-  /** Whether the page at `va` of a private file mapping is already an anonymous COW copy. */
-  private isAnonCopy(va: number): boolean {
-    if (this.pagemapFd < 0) {
-      try {
-        this.pagemapFd = openSync(`/proc/${this.pid}/pagemap`, constants.O_RDONLY);
-      } catch {
-        return false;
-      }
-    }
-    const entry = Buffer.alloc(8);
-    try {
-      if (preadAll(this.pagemapFd, entry, (va / PAGE_SIZE) * 8) !== 8) return false;
-    } catch {
-      return false;
-    }
-    const hi = entry.readUInt32LE(4);
-    const present = (hi & 0x8000_0000) !== 0;
-    const fileOrShared = (hi & 0x2000_0000) !== 0;
-    return present && !fileOrShared;
-  }
-
   // ---- files ---------------------------------------------------------------------------------
 
   file(fd: number): UserFile | number {
@@ -724,16 +703,14 @@ export class ProcProcess implements UserProcess {
 
   /** Closes the daemon's descriptors on this process. */
   dispose(): void {
-    for (const fd of [this.memFd, this.pagemapFd]) {
-      if (fd < 0) continue;
+    if (this.memFd >= 0) {
       try {
-        closeSync(fd);
+        closeSync(this.memFd);
       } catch {
         // already closed
       }
     }
     this.memFd = -1;
-    this.pagemapFd = -1;
     this.epochAlive = false;
   }
 }

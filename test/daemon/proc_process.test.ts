@@ -157,15 +157,15 @@ describe("ProcProcess over a live process", () => {
     assert.throws(() => p.pages(big(lay.priv + 1), 1, false), RangeError);
   });
 
-  it("pins a written private file page as an anonymous copy and an untouched one as the file's", () => {
+  it("pins private file pages as the process's own copies, written or not (FOLL_LONGTERM unshare)", () => {
     const p = host.process(lay.pid);
     const [cow, clean] = pagesOf(p.pages(big(lay.file), 2, false));
     assert.ok(cow.key.startsWith(`a:${lay.pid}:`), cow.key);
-    assert.ok(clean.key.startsWith("f:"), clean.key);
-    // Pinning for writing always unshares.
+    assert.ok(clean.key.startsWith(`a:${lay.pid}:`), clean.key);
+    // A write pin sees the same page object as the read pin.
     const [w] = pagesOf(p.pages(big(lay.file + PAGE_SIZE), 1, true));
-    assert.ok(w.key.startsWith("a:"), w.key);
-    // The file page's bytes are the executable's.
+    assert.equal(w, clean);
+    // The untouched page's bytes are still the executable's (the copy starts as the file page).
     const exe = readFileSync(`/proc/${lay.pid}/exe`);
     const head = new Uint8Array(16);
     clean.read(0, head);
