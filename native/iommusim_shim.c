@@ -31,6 +31,9 @@
  *    daemon, which arms the task's count on the iommufd context of its next ioctl.
  *  - paths under /sys/kernel/debug: redirected to the daemon's fake debugfs (<socket>.debugfs),
  *    so fault-injection knobs can be written without touching the real kernel's.
+ *  - open and fopen of /proc/<pid>/status (self, thread-self, task/<tid>) for reading: the
+ *    host's file with VmPin and VmLck raised by what the daemon's iommufd charged that process
+ *    (mm->pinned_vm, mm->locked_vm), as a memfd; the host kernel itself pins nothing for us.
  *
  * One control connection per process (made lazily, re-made in a forked child, kept on a high
  * close-on-exec fd), calls serialised by a mutex. Wire format: src/daemon/protocol.ts.
@@ -80,6 +83,7 @@ enum {
 	OP_OBJ_OPEN = 12,
 	OP_OBJ_POLL = 13,
 	OP_MMAP_ADDR = 14,
+	OP_PROC_STATUS = 15,
 };
 
 /* IOCTL reply flags. */
@@ -613,10 +617,110 @@ static int open_failnth(unsigned pid, unsigned tid, int flags)
 	return fd;
 }
 
+/* ---- /proc/<pid>/status ------------------------------------------------------------------ */
+
+/* The process a status path names: "/proc/self/status", "/proc/thread-self/status",
+ * "/proc/<pid>/status" or "/proc/<pid>/task/<tid>/status"; 0 for any other path. */
+static pid_t status_target(const char *path)
+{
+	const char *p;
+	unsigned pid, tid;
+	if (!path || strncmp(path, "/proc/", 6) != 0 || !socket_path())
+		return 0;
+	p = path + 6;
+	if (strcmp(p, "self/status") == 0 || strcmp(p, "thread-self/status") == 0)
+		return getpid();
+	if (parse_uint(&p, &pid) || pid == 0)
+		return 0;
+	if (strcmp(p, "/status") == 0)
+		return (pid_t)pid;
+	if (strncmp(p, "/task/", 6) != 0)
+		return 0;
+	p += 6;
+	if (parse_uint(&p, &tid) || strcmp(p, "/status") != 0)
+		return 0;
+	return (pid_t)pid;
+}
+
+/* Appends "<name>\t%8lu kB\n" (the kernel's layout) for `kb` to out; returns the new length. */
+static size_t put_kb_line(char *out, size_t len, size_t cap, const char *name, unsigned long kb)
+{
+	int n = snprintf(out + len, cap - len, "%s\t%8lu kB\n", name, kb);
+	return (n < 0 || (size_t)n >= cap - len) ? len : len + (size_t)n;
+}
+
+/*
+ * The host kernel's status file with VmPin and VmLck as iommufd charges them: the daemon's
+ * mm->pinned_vm and mm->locked_vm for that process, added to what the host reports (the host
+ * pins nothing for our DMA). An anonymous file with the result; -2 to open the real file
+ * (writing, a process the daemon does not know, or any failure on the way).
+ */
+static int open_status(const char *path, pid_t target, int flags)
+{
+	static const size_t cap = 16384;
+	uint8_t req[8], rep[16];
+	uint64_t pinned, locked;
+	char *in, *out;
+	size_t inlen = 0, outlen = 0;
+	int fd, mfd = -2;
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		return -2;
+	put32(req, 0, (uint32_t)getpid());
+	put32(req, 4, (uint32_t)target);
+	if (call(OP_PROC_STATUS, req, sizeof(req), rep, sizeof(rep)) < 0)
+		return -2;
+	memcpy(&pinned, rep, 8);
+	memcpy(&locked, rep + 8, 8);
+	fd = REAL(open_fn, "open")(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -2;
+	in = malloc(cap);
+	out = malloc(cap + 128);
+	if (in && out) {
+		ssize_t n;
+		while (inlen < cap - 1 && (n = syscall(SYS_read, fd, in + inlen, cap - 1 - inlen)) > 0)
+			inlen += (size_t)n;
+		in[inlen] = 0;
+		for (char *line = in; *line;) {
+			char *nl = strchr(line, '\n');
+			size_t llen = nl ? (size_t)(nl - line + 1) : strlen(line);
+			unsigned long host_kb = 0;
+			if (strncmp(line, "VmLck:", 6) == 0 || strncmp(line, "VmPin:", 6) == 0) {
+				int lck = line[2] == 'L';
+				host_kb = strtoul(line + 6, NULL, 10);
+				outlen = put_kb_line(out, outlen, cap + 128, lck ? "VmLck:" : "VmPin:",
+						     host_kb + (unsigned long)(lck ? locked : pinned) * 4);
+			} else if (outlen + llen < cap + 128) {
+				memcpy(out + outlen, line, llen);
+				outlen += llen;
+			}
+			line += llen;
+		}
+		mfd = memfd_create("status", (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+		if (mfd >= 0 && (syscall(SYS_write, mfd, out, outlen) != (long)outlen ||
+				 lseek(mfd, 0, SEEK_SET) != 0)) {
+			raw_close(mfd);
+			mfd = -2;
+		}
+		if (mfd < 0)
+			mfd = -2;
+	}
+	free(in);
+	free(out);
+	raw_close(fd);
+	return mfd;
+}
+
 /* Returns -2 when the path is not ours (the caller then opens it, maybe redirected). */
 static int open_ours(const char *path, int flags, const char **redirect)
 {
 	unsigned pid = 0, tid = 0;
+	pid_t status_of = status_target(path);
+	if (status_of) {
+		int fd = open_status(path, status_of, flags);
+		if (fd != -2)
+			return fd;
+	}
 	switch (classify(path, &pid, &tid, redirect)) {
 	case PATH_IOMMU:
 		return open_iommufd(flags);
@@ -699,6 +803,25 @@ int __openat64_2(int dirfd, const char *path, int flags)
 {
 	return do_openat("openat64", dirfd, path, flags, 0);
 }
+
+/* glibc's fopen opens without going through open(): the status file needs its own entry. */
+typedef FILE *(*fopen_fn)(const char *, const char *);
+static FILE *do_fopen(const char *sym, const char *path, const char *mode)
+{
+	pid_t status_of = status_target(path);
+	if (status_of && mode && mode[0] == 'r' && !strchr(mode, '+')) {
+		int fd = open_status(path, status_of, O_RDONLY | (strchr(mode, 'e') ? O_CLOEXEC : 0));
+		if (fd >= 0) {
+			FILE *f = fdopen(fd, mode);
+			if (f)
+				return f;
+			raw_close(fd);
+		}
+	}
+	return REAL(fopen_fn, sym)(path, mode);
+}
+FILE *fopen(const char *path, const char *mode) { return do_fopen("fopen", path, mode); }
+FILE *fopen64(const char *path, const char *mode) { return do_fopen("fopen64", path, mode); }
 
 DIR *opendir(const char *path)
 {

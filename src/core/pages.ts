@@ -45,9 +45,8 @@ const SIZE_MAX = (1n << 64n) - 1n;
  * RLIMIT_MEMLOCK is ENOMEM. MM: the same limit through __account_locked_vm with
  * bypass_rlim = false (so CAP_IPC_LOCK does not lift it); an exited owner is EINVAL.
  * VmPin (pinnedPages) moves in every mode. Throws ErrnoError; uncharging never fails.
- *
- * UserAccounting has one locked-pages counter, so USER (user->locked_vm) and MM
- * (mm->locked_vm, VmLck) both charge `lockedPages`.
+ * USER charges user->locked_vm (`lockedPages`), MM charges mm->locked_vm (`mmLockedPages`,
+ * what /proc/<pid>/status shows as VmLck).
  */
 export function chargePinned(
   owner: UserProcess,
@@ -61,14 +60,16 @@ export function chargePinned(
       if (mode === AccountMode.MM && !owner.alive)
         throw new ErrnoError(EINVAL, "the owner's mm is gone");
       const limit = Math.floor(acct.memlockLimit / PAGE_SIZE);
-      if (acct.lockedPages + npages > limit)
+      const locked = mode === AccountMode.USER ? acct.lockedPages : acct.mmLockedPages;
+      if (locked + npages > limit)
         throw new ErrnoError(ENOMEM, "pinning would exceed RLIMIT_MEMLOCK");
-      acct.lockedPages += npages;
+      if (mode === AccountMode.USER) acct.lockedPages += npages;
+      else acct.mmLockedPages += npages;
     }
     acct.pinnedPages += npages;
   } else {
-    if (mode === AccountMode.USER || mode === AccountMode.MM)
-      acct.lockedPages = Math.max(0, acct.lockedPages - npages);
+    if (mode === AccountMode.USER) acct.lockedPages = Math.max(0, acct.lockedPages - npages);
+    else if (mode === AccountMode.MM) acct.mmLockedPages = Math.max(0, acct.mmLockedPages - npages);
     acct.pinnedPages = Math.max(0, acct.pinnedPages - npages);
   }
 }

@@ -46,8 +46,10 @@ export interface UserAccounting {
   capSysResource: boolean;
   /** mm->pinned_vm, in pages (VmPin). */
   pinnedPages: number;
-  /** user->locked_vm, in pages (charged in USER account mode). */
+  /** user->locked_vm, in pages (charged in USER account mode; per user, not per process). */
   lockedPages: number;
+  /** mm->locked_vm, in pages (VmLck; charged in MM account mode). */
+  mmLockedPages: number;
 }
 
 export interface UserProcess extends UserMemory {
@@ -141,6 +143,7 @@ export class FakeProcess implements UserProcess {
       capSysResource: true,
       pinnedPages: 0,
       lockedPages: 0,
+      mmLockedPages: 0,
       ...accounting,
     };
   }
@@ -209,7 +212,12 @@ export class FakeProcess implements UserProcess {
    * get copies (their current bytes, new identities), as copy-on-write ends up.
    */
   fork(): FakeProcess {
-    const child = new FakeProcess({ ...this.accounting, pinnedPages: 0, lockedPages: 0 });
+    const child = new FakeProcess({
+      ...this.accounting,
+      pinnedPages: 0,
+      lockedPages: 0,
+      mmLockedPages: 0,
+    });
     child.nextVa = this.nextVa;
     for (const m of this.maps) {
       const pages = m.shared

@@ -26,8 +26,9 @@
  *    cannot keep such memory alive, unlike the kernel's pin.
  *  - file(fd): /proc/<pid>/fd/<fd>, opened by the daemon.
  *  - accounting: RLIMIT_MEMLOCK from /proc/<pid>/limits, CAP_IPC_LOCK and CAP_SYS_RESOURCE from
- *    CapEff in /proc/<pid>/status, read once per call; pinned pages per process (mm->pinned_vm);
- *    locked pages per real uid (user->locked_vm is per user_struct).
+ *    CapEff in /proc/<pid>/status, read once per call; pinned and MM-mode locked pages per
+ *    process (mm->pinned_vm, mm->locked_vm); USER-mode locked pages per real uid
+ *    (user->locked_vm is per user_struct).
  *
  * Node opens every file close-on-exec (libuv adds O_CLOEXEC), so the client's children never
  * inherit these descriptors.
@@ -399,6 +400,7 @@ class ProcAccounting implements UserAccounting {
   private readonly proc: ProcProcess;
   private readonly locked: LockedVmByUser;
   pinnedPages = 0;
+  mmLockedPages = 0;
 
   constructor(proc: ProcProcess, locked: LockedVmByUser) {
     this.proc = proc;
@@ -739,6 +741,14 @@ export class ProcHost {
     const p = new ProcProcess(pid, this.pages, this.locked);
     this.procs.set(pid, p);
     return p;
+  }
+
+  /** The process object for `pid` if the daemon already has one for that very process. */
+  known(pid: number): ProcProcess | undefined {
+    const p = this.procs.get(pid);
+    if (p === undefined) return undefined;
+    const st = readStat(pid);
+    return st !== undefined && st.startTime === p.startTime ? p : undefined;
   }
 
   /** Starts a new call: every process re-reads its maps, limits and liveness when asked. */

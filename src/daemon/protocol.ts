@@ -68,6 +68,12 @@ export const Op = {
   OBJ_POLL: 13,
   /** After MMAP succeeded: where the shim mapped it (0: it could not). Payload MMAP_ADDR_LAYOUT. */
   MMAP_ADDR: 14,
+  /**
+   * open/fopen of /proc/<pid>/status: the daemon's accounting of that process (VmPin, VmLck
+   * as iommufd charges them). Payload PROC_STATUS_LAYOUT; reply PROC_STATUS_REPLY_LAYOUT, or
+   * -ESRCH when the daemon knows no such process (the shim then shows the real file).
+   */
+  PROC_STATUS: 15,
 } as const;
 export type OpValue = (typeof Op)[keyof typeof Op];
 
@@ -155,6 +161,11 @@ export const OBJ_RW_LAYOUT = {
 /** OBJ_POLL: the object's secret and the caller. */
 export const OBJ_LAYOUT = { size: 24, secret: 0, pid: 16, tid: 20 } as const;
 
+/** PROC_STATUS: the caller and the process whose status file it opens. */
+export const PROC_STATUS_LAYOUT = { size: 8, pid: 0, targetPid: 4 } as const;
+/** PROC_STATUS reply payload: mm->pinned_vm and mm->locked_vm, in pages. */
+export const PROC_STATUS_REPLY_LAYOUT = { size: 16, pinnedPages: 0, mmLockedPages: 8 } as const;
+
 /** Request payload layout of each op (PING has none). */
 export const REQUEST_LAYOUTS: Readonly<Record<number, PayloadLayout>> = {
   [Op.OPEN]: OPEN_LAYOUT,
@@ -171,6 +182,7 @@ export const REQUEST_LAYOUTS: Readonly<Record<number, PayloadLayout>> = {
   [Op.OBJ_OPEN]: OPEN_LAYOUT,
   [Op.OBJ_POLL]: OBJ_LAYOUT,
   [Op.MMAP_ADDR]: MMAP_ADDR_LAYOUT,
+  [Op.PROC_STATUS]: PROC_STATUS_LAYOUT,
 };
 
 /** One decoded frame. `payload` views the receive buffer; copy it to keep it. */

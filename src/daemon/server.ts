@@ -75,6 +75,8 @@ import {
   OBJ_RW_LAYOUT,
   OPEN_LAYOUT,
   Op,
+  PROC_STATUS_LAYOUT,
+  PROC_STATUS_REPLY_LAYOUT,
   PROTOCOL_VERSION,
   REQUEST_LAYOUTS,
   SECRET_SIZE,
@@ -369,9 +371,26 @@ export class IommusimServer extends EventEmitter {
         return this.objectRw(conn, f, proc);
       case Op.OBJ_POLL:
         return this.objectPoll(conn, f);
+      case Op.PROC_STATUS:
+        return this.procStatus(conn, f);
       default:
         return this.reject(conn, f, EPROTO);
     }
+  }
+
+  /**
+   * The accounting a /proc/<pid>/status read shows: VmPin is mm->pinned_vm and VmLck counts
+   * mm->locked_vm, which only our iommufd model charges (the host kernel pins nothing for us).
+   * Any client may ask about any process it can name, as any process may read that file.
+   */
+  private procStatus(conn: Conn, f: Frame) {
+    const target = this.host.known(f.payload.readUInt32LE(PROC_STATUS_LAYOUT.targetPid));
+    if (target === undefined) return this.send(conn, f.op, f.seq, -ESRCH);
+    const reply = Buffer.alloc(PROC_STATUS_REPLY_LAYOUT.size);
+    const acct = target.accounting;
+    reply.writeBigUInt64LE(BigInt(acct.pinnedPages), PROC_STATUS_REPLY_LAYOUT.pinnedPages);
+    reply.writeBigUInt64LE(BigInt(acct.mmLockedPages), PROC_STATUS_REPLY_LAYOUT.mmLockedPages);
+    this.send(conn, f.op, f.seq, 0, reply);
   }
 
   // ---- handshakes ----------------------------------------------------------------------------

@@ -377,6 +377,7 @@ function teardownAndCheck(run: Run, what: string, devices: number, tables: numbe
   assert.equal(pinned, 0, `${what}: memfd pins`);
   assert.equal(run.proc.accounting.pinnedPages, 0, `${what}: VmPin`);
   assert.equal(run.proc.accounting.lockedPages, 0, `${what}: locked_vm`);
+  assert.equal(run.proc.accounting.mmLockedPages, 0, `${what}: mm locked_vm`);
   assert.equal(mockIommu.devices.size, devices, `${what}: mock devices left`);
   assert.equal(mockIommu.alloc.live, tables, `${what}: page-table pages left`);
 }

@@ -199,12 +199,18 @@ describe("IOMMU_IOAS_CHANGE_PROCESS", () => {
       const { fd } = parent.memfd(PAGE);
       assert.equal(h.mapFile(id, fd, 0n, P).errno, 0);
       assert.equal(change(h, parent), 0); // same process: nothing moves
-      assert.equal(parent.accounting.pinnedPages, 1);
-      assert.equal(parent.accounting.lockedPages, 1);
+      // USER charges user->locked_vm, MM charges mm->locked_vm (VmLck); never both.
+      const locked = (p: FakeProcess) => [
+        p.accounting.pinnedPages,
+        p.accounting.lockedPages,
+        p.accounting.mmLockedPages,
+      ];
+      const one = mode === "user" ? [1, 1, 0] : [1, 0, 1];
+      assert.deepEqual(locked(parent), one);
       const child = parent.fork();
       assert.equal(change(h, child), 0);
-      assert.deepEqual([parent.accounting.pinnedPages, parent.accounting.lockedPages], [0, 0]);
-      assert.deepEqual([child.accounting.pinnedPages, child.accounting.lockedPages], [1, 1]);
+      assert.deepEqual(locked(parent), [0, 0, 0]);
+      assert.deepEqual(locked(child), one);
       assert.equal(h.ioas(id).iopt.areas[0].pages!.source, child);
       // Unmapping now uncharges the child.
       assert.equal(h.unmap(id, 0n, (1n << 64n) - 1n).errno, 0);

@@ -172,9 +172,9 @@ describe("pin once", () => {
 
 describe("accounting", () => {
   const cases = [
-    { name: "USER (no CAP_IPC_LOCK)", cap: false, mm: false, locked: 4 },
-    { name: "NONE (CAP_IPC_LOCK)", cap: true, mm: false, locked: 0 },
-    { name: "MM (context option)", cap: false, mm: true, locked: 4 },
+    { name: "USER (no CAP_IPC_LOCK)", cap: false, mm: false, locked: 4, mmLocked: 0 },
+    { name: "NONE (CAP_IPC_LOCK)", cap: true, mm: false, locked: 0, mmLocked: 0 },
+    { name: "MM (context option)", cap: false, mm: true, locked: 0, mmLocked: 4 },
   ];
   for (const c of cases) {
     it(`${c.name}: VmPin always, locked per mode, both back to 0`, () => {
@@ -187,10 +187,12 @@ describe("accounting", () => {
       h.mapOk(id, buf, 4n * P);
       assert.equal(proc.accounting.pinnedPages, 4);
       assert.equal(proc.accounting.lockedPages, c.locked);
+      assert.equal(proc.accounting.mmLockedPages, c.mmLocked);
       assert.equal(h.ioas(id).iopt.areas[0].pages!.accountMode, c.cap ? 0 : c.mm ? 2 : 1);
       assert.equal(h.unmap(id, 0n, U64_MAX).errno, 0);
       assert.equal(proc.accounting.pinnedPages, 0);
       assert.equal(proc.accounting.lockedPages, 0);
+      assert.equal(proc.accounting.mmLockedPages, 0);
     });
   }
 
@@ -207,9 +209,10 @@ describe("accounting", () => {
       assert.deepEqual(pins(pagesOf(proc, buf, 4)), [0, 0, 0, 0]);
       assert.equal(d.mapped().length, 0);
       assert.equal(h.ioas(id).iopt.areas.length, 0);
-      assert.deepEqual([proc.accounting.pinnedPages, proc.accounting.lockedPages], [0, 0]);
+      const acct = proc.accounting;
+      assert.deepEqual([acct.pinnedPages, acct.lockedPages, acct.mmLockedPages], [0, 0, 0]);
       assert.equal(h.map(id, buf, 3n * P).errno, 0);
-      assert.equal(proc.accounting.lockedPages, 3);
+      assert.equal(mm ? acct.mmLockedPages : acct.lockedPages, 3);
     }
   });
 

@@ -49,6 +49,7 @@ describe("C clients through the shim", () => {
       "object_fds",
       "viommu_mmap",
       "threads",
+      "proc_status",
     ]);
     server = await IommusimServer.start({ socketPath, trace: (r) => trace.push(r) });
   });
@@ -111,6 +112,13 @@ describe("C clients through the shim", () => {
     }
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^ok iova=0x[0-9a-f]+\n$/);
+    assert.equal(server.host.pages.totalPins, 0);
+  });
+
+  it("shows the pages iommufd pinned as VmPin in /proc/<pid>/status", async () => {
+    const r = await runClient([bin.proc_status]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "ok 8\n");
     assert.equal(server.host.pages.totalPins, 0);
   });
 
