@@ -11,6 +11,14 @@
  * Every operation is all-or-nothing except unmap, which keeps what it removed before an
  * error (as the kernel does). IOVAs and lengths are bigint (control plane); page indexes are
  * Numbers.
+ *
+ * Areas over dma-buf pages (§13; io_pagetable.c iopt_fill_domain / iopt_unfill_domain /
+ * iopt_area_split and pages.c iopt_area_fill_domains / iopt_area_unfill_domains of v6.19+) take
+ * no holds: each (area, domain) mapping is tracked on the pages before it is made and untracked
+ * when it goes, the PFNs come from the exporter's physical list and are mapped with IOMMU_MMIO
+ * in place of IOMMU_CACHE, and once the exporter revoked the buffer fills and unfills skip the
+ * domain (the revoke already unmapped everything tracked). Splitting such an area (VFIO type1)
+ * is EOPNOTSUPP, and in-kernel access pins of it are EINVAL.
  */
 import {
   EADDRINUSE,
@@ -27,9 +35,16 @@ import {
   ErrnoError,
 } from "../errno.ts";
 import { AccountMode } from "./context.ts";
-import { type DirtyRecord, IOMMU_READ, IOMMU_WRITE, type IommuPagingDomain } from "./driver.ts";
+import {
+  type DirtyRecord,
+  IOMMU_CACHE,
+  IOMMU_MMIO,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuPagingDomain,
+} from "./driver.ts";
 import type { FailNth } from "./fail_nth.ts";
-import { ACCESS_RW_WRITE, type IoptPages } from "./pages.ts";
+import { ACCESS_RW_WRITE, IoptAddress, type IoptPages, type PagePfn } from "./pages.ts";
 import { PAGE_SIZE, type UserPage, type UserProcess } from "./user_mm.ts";
 
 type Faults = Pick<FailNth, "shouldFail">;
@@ -594,10 +609,15 @@ export class IoPagetable {
   /**
    * Maps `area` into `domain` with the pages of its index range (batch_to_domain): runs of
    * consecutive PFNs become one map call each, the first offset by page_offset and the last
-   * clipped at the area's end; with large pages disabled, one PAGE per call. On error the
-   * part mapped here is unmapped again.
+   * clipped at the area's end; with large pages disabled, one PAGE per call. `prot` is the
+   * area's unless the batch is MMIO (dma-buf). On error the part mapped here is unmapped again.
    */
-  private mapArea(area: IoptArea, domain: IommuPagingDomain, pages: readonly UserPage[]): void {
+  private mapArea(
+    area: IoptArea,
+    domain: IommuPagingDomain,
+    pages: readonly PagePfn[],
+    prot: number = area.iommuProt,
+  ): void {
     const n = pages.length;
     const areaEnd = area.last + 1n;
     let iova = area.iova;
@@ -611,9 +631,8 @@ export class IoPagetable {
         let next = iova + BigInt((j - k + 1) * PAGE_SIZE - off);
         if (next > areaEnd) next = areaEnd;
         const pa = pages[k].pfn * PAGE_SIZE + off;
-        if (this.largePagesDisabled)
-          this.mapSmallest(domain, iova, pa, next - iova, area.iommuProt);
-        else domain.map(iova, pa, next - iova, area.iommuProt);
+        if (this.largePagesDisabled) this.mapSmallest(domain, iova, pa, next - iova, prot);
+        else domain.map(iova, pa, next - iova, prot);
         iova = next;
         k = j + 1;
       }
@@ -669,6 +688,10 @@ export class IoPagetable {
    */
   private fillDomainsOfNewArea(area: IoptArea, pages: IoptPages): void {
     if (this.domainList.length === 0) return;
+    if (pages.type === IoptAddress.DMABUF) {
+      this.fillDomainsOfNewDmabufArea(area, pages);
+      return;
+    }
     const list = pages.hold(area.index, area.lastIndex, this.faults);
     const mapped: IommuPagingDomain[] = [];
     try {
@@ -685,10 +708,75 @@ export class IoPagetable {
     area.storageDomain = this.domainList[0];
   }
 
+  /**
+   * iopt_area_fill_domains for dma-buf pages: every domain is tracked first (ENOMEM), then,
+   * unless the buffer was revoked, the exporter's PFNs are mapped into each domain as MMIO
+   * (ENOMEM for the batch, the domain's map errors). All or nothing; nothing is pinned.
+   */
+  private fillDomainsOfNewDmabufArea(area: IoptArea, pages: IoptPages): void {
+    try {
+      for (const d of this.domainList) pages.trackDomain(area, d, this.faults);
+      if (!pages.dmabufRevoked) {
+        const pfns = this.readDmabuf(area, pages);
+        const mapped: IommuPagingDomain[] = [];
+        try {
+          for (const d of this.domainList) {
+            this.mapArea(area, d, pfns, mmioProt(area.iommuProt));
+            mapped.push(d);
+          }
+        } catch (e) {
+          for (const d of mapped) d.unmap(area.iova, area.length);
+          throw e;
+        }
+      }
+    } catch (e) {
+      pages.untrackArea(area);
+      throw e;
+    }
+    area.storageDomain = this.domainList[0];
+  }
+
+  /**
+   * pfn_reader_first over a dma-buf area: the reader's batch (an injection site, ENOMEM) and
+   * the PFNs of the area's indexes. Only for pages that are not revoked.
+   */
+  private readDmabuf(area: IoptArea, pages: IoptPages): PagePfn[] {
+    if (this.faults.shouldFail("pfn_batch_alloc"))
+      throw new ErrnoError(ENOMEM, "batch allocation failed");
+    return pages.dmabufPages(area.index, area.lastIndex);
+  }
+
+  /**
+   * iopt_area_fill_domain of a dma-buf area into one more domain (iopt_fill_domain's dma-buf
+   * branch): tracked first, mapped unless revoked; on error untracked again. Throws ErrnoError.
+   */
+  private fillDmabufArea(area: IoptArea, pages: IoptPages, domain: IommuPagingDomain): void {
+    pages.trackDomain(area, domain, this.faults);
+    try {
+      if (!pages.dmabufRevoked)
+        this.mapArea(area, domain, this.readDmabuf(area, pages), mmioProt(area.iommuProt));
+    } catch (e) {
+      pages.untrackDomain(area, domain);
+      throw e;
+    }
+  }
+
+  /** Unmaps a dma-buf area from `domain` (unless revoked: nothing is mapped) and untracks it. */
+  private unfillDmabufArea(area: IoptArea, pages: IoptPages, domain: IommuPagingDomain): void {
+    if (!pages.dmabufRevoked) domain.unmap(area.iova, area.length);
+    pages.untrackDomain(area, domain);
+  }
+
   /** iopt_area_unfill_domains: unmaps the area from every domain and releases its holds. */
   private unfillDomains(area: IoptArea, pages: IoptPages): void {
     const storage = area.storageDomain;
     if (storage === null) return;
+    if (pages.type === IoptAddress.DMABUF) {
+      if (!pages.dmabufRevoked) for (const d of this.domainList) d.unmap(area.iova, area.length);
+      pages.untrackArea(area);
+      area.storageDomain = null;
+      return;
+    }
     for (const d of this.domainList) if (d !== storage) d.unmap(area.iova, area.length);
     storage.unmap(area.iova, area.length);
     pages.drop(area.index, area.lastIndex);
@@ -731,7 +819,10 @@ export class IoPagetable {
       for (const area of this.areaList) {
         const pages = area.pages;
         if (pages === null) continue;
-        if (first) {
+        if (pages.type === IoptAddress.DMABUF) {
+          this.fillDmabufArea(area, pages, domain);
+          if (first) area.storageDomain = domain;
+        } else if (first) {
           const list = pages.hold(area.index, area.lastIndex, this.faults);
           try {
             this.mapArea(area, domain, list);
@@ -754,11 +845,15 @@ export class IoPagetable {
       }
     } catch (e) {
       for (const area of done) {
-        domain.unmap(area.iova, area.length);
-        if (first && area.pages !== null) {
-          area.storageDomain = null;
-          area.pages.drop(area.index, area.lastIndex);
+        const pages = area.pages;
+        if (pages === null) continue;
+        if (first) area.storageDomain = null;
+        if (pages.type === IoptAddress.DMABUF) {
+          this.unfillDmabufArea(area, pages, domain);
+          continue;
         }
+        domain.unmap(area.iova, area.length);
+        if (first) pages.drop(area.index, area.lastIndex);
       }
       throw e;
     }
@@ -777,16 +872,23 @@ export class IoPagetable {
     if (this.domainList.length !== 0) {
       const storage = this.domainList[0];
       for (const area of this.areaList) {
-        if (area.pages === null) continue;
+        const pages = area.pages;
+        if (pages === null) continue;
         if (area.storageDomain === domain) area.storageDomain = storage;
-        domain.unmap(area.iova, area.length);
+        if (pages.type === IoptAddress.DMABUF) this.unfillDmabufArea(area, pages, domain);
+        else domain.unmap(area.iova, area.length);
       }
     } else {
       for (const area of this.areaList) {
-        if (area.pages === null) continue;
+        const pages = area.pages;
+        if (pages === null) continue;
         area.storageDomain = null;
+        if (pages.type === IoptAddress.DMABUF) {
+          this.unfillDmabufArea(area, pages, domain);
+          continue;
+        }
         domain.unmap(area.iova, area.length);
-        area.pages.drop(area.index, area.lastIndex);
+        pages.drop(area.index, area.lastIndex);
       }
     }
     this.removeReserved(domain);
@@ -903,6 +1005,9 @@ export class IoPagetable {
     if (iova === area.iova || iova === area.last) return;
     const pages = area.pages;
     if (pages === null || area.preventAccess) throw new ErrnoError(EBUSY, "area is busy");
+    // The per-area dma-buf tracking would have to be split too; the kernel refuses instead.
+    if (pages.type === IoptAddress.DMABUF)
+      throw new ErrnoError(EOPNOTSUPP, "cannot split a dma-buf area");
     const newStart = iova + 1n;
     const mask = BigInt(this.alignment - 1);
     if ((newStart & mask) !== 0n || (area.startByte(newStart) & mask) !== 0n)
@@ -971,8 +1076,8 @@ export class IoPagetable {
   /**
    * The io_pagetable half of iommufd_access_pin_pages (§12.3 steps 4-6) over [iova, last]:
    * per area EINVAL (unmap pending, not page aligned), EPERM (protection, read-only pages),
-   * pin errors; ENOENT when not fully covered. Internal pins lock the areas. On error every
-   * pin made here is undone. Returns the pages in order. Throws ErrnoError.
+   * EINVAL (dma-buf pages), pin errors; ENOENT when not fully covered. Internal pins lock the
+   * areas. On error every pin made here is undone. Returns the pages in order. Throws ErrnoError.
    */
   pinPages(iova: bigint, last: bigint, flags: number, internal: boolean): UserPage[] {
     const { pieces, done } = this.contigAreas(iova, last);
@@ -992,6 +1097,9 @@ export class IoPagetable {
         const pages = area.pages!;
         if (flags & ACCESS_RW_WRITE && !pages.writable)
           throw new ErrnoError(EPERM, "write pin of read-only pages");
+        // A dma-buf may be MMIO without struct pages: there is nothing to hand an access.
+        if (pages.type === IoptAddress.DMABUF)
+          throw new ErrnoError(EINVAL, "access pin of dma-buf pages");
         const first = area.iovaToIndex(p.cur);
         const lastIndex = area.iovaToIndex(p.last);
         out.push(...pages.holdAccess(first, lastIndex, this.faults));
@@ -1093,6 +1201,11 @@ export class IoPagetable {
     this.removeReserved(null);
     this.allowedList = [];
   }
+}
+
+/** batch_to_domain's BATCH_MMIO protection: IOMMU_MMIO in place of IOMMU_CACHE. */
+function mmioProt(prot: number): number {
+  return (prot & ~IOMMU_CACHE) | IOMMU_MMIO;
 }
 
 /** check_area_prot: WRITE needs IOMMU_WRITE, anything else IOMMU_READ. */

@@ -5,6 +5,11 @@
  *
  * Handlers follow the kernel's check order exactly: flags and reserved fields, then overflow,
  * then permissions, then the object lookup, then the io_pagetable work.
+ *
+ * MAP_FILE (io_pagetable.c iopt_map_file_pages, v6.19+) asks first whether the fd is a dma-buf
+ * and imports it (pages.ts IoptPages.allocDmabuf); only otherwise is it an ordinary file of the
+ * caller. Which fds are dma-bufs is answered by `dmabufFiles`, installed by the module that
+ * exports them (selftest.ts: the selftest's test exporter is the model's only one).
  */
 import {
   EBADF,
@@ -33,7 +38,7 @@ import { AccountMode, type IommufdContext, registerIoctl } from "./context.ts";
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from "./driver.ts";
 import { IoPagetable, type IovaRange, ULONG_MAX } from "./io_pagetable.ts";
 import { IommufdObject, ObjType } from "./object.ts";
-import { chargePinned, IoptAddress, IoptPages } from "./pages.ts";
+import { chargePinned, type Dmabuf, IoptAddress, IoptPages } from "./pages.ts";
 import { PAGE_SIZE, type UserProcess } from "./user_mm.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -74,6 +79,15 @@ export class Ioas extends IommufdObject {
     this.iopt.destroyTable();
   }
 }
+
+/**
+ * dma_buf_get as MAP_FILE uses it: `get(ctx, fd)` is the dma-buf open on `fd` for a caller of
+ * `ctx`, or undefined when `fd` is not a dma-buf (then it is looked up as an ordinary file).
+ * Null until an exporter installs it.
+ */
+export const dmabufFiles: {
+  get: ((ctx: IommufdContext, fd: number) => Dmabuf | undefined) | null;
+} = { get: null };
 
 /** Looks up a live IOAS by id (ENOENT otherwise; an injection site). Throws ErrnoError. */
 export function getIoas(ctx: IommufdContext, id: number): Ioas {
@@ -201,18 +215,31 @@ registerIoctl(IOMMUFD_IOCTLS.IOAS_MAP_FILE, (call, ucmd) => {
   const ioas = getIoas(call.ctx, cmd.ioas_id);
   if (cmd.length === 0n) return EINVAL;
   if (cmd.start + cmd.length - 1n > ULONG_MAX) return EOVERFLOW;
-  // No dma-buf files exist in the model: the fd is a memfd or nothing.
-  const file = call.caller.file(cmd.fd);
-  if (typeof file === "number") return EBADF;
   const prot = convIommuProt(cmd.flags);
-  const pages = IoptPages.allocFile(
-    call.caller,
-    file,
-    cmd.start,
-    cmd.length,
-    !!(prot & IOMMU_WRITE),
-    call.ctx.faults,
-  );
+  const writable = !!(prot & IOMMU_WRITE);
+  const dmabuf = dmabufFiles.get?.(call.ctx, cmd.fd);
+  let pages: IoptPages;
+  if (dmabuf !== undefined) {
+    pages = IoptPages.allocDmabuf(
+      call.caller,
+      dmabuf,
+      cmd.start,
+      cmd.length,
+      writable,
+      call.ctx.faults,
+    );
+  } else {
+    const file = call.caller.file(cmd.fd);
+    if (typeof file === "number") return EBADF;
+    pages = IoptPages.allocFile(
+      call.caller,
+      file,
+      cmd.start,
+      cmd.length,
+      writable,
+      call.ctx.faults,
+    );
+  }
   const fixed = (cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA) !== 0;
   cmd.iova = ioas.iopt.mapCommon(
     pages,

@@ -1,26 +1,36 @@
 /**
  * iopt_pages: the provider of pinned memory behind one or more IOAS areas
- * (drivers/iommu/iommufd/pages.c; spec ioas-pages.md §2.3, §9, §10, §12.6).
+ * (drivers/iommu/iommufd/pages.c; spec ioas-pages.md §2.3, §9, §10, §12.6, §13).
  *
- * An IoptPages is a linear array of `npages` page indexes over a user VA range (USER) or a
- * file range (FILE). The kernel keeps each index's PFN in one of three tiers (an access
- * xarray, a domain that maps it, or the origin) and pins an index exactly once while any
- * interval tree covers it. This model keeps the same observable rule with a per-index holder
- * count: an index is held by every domain-filled area covering it (the kernel's
- * domains_itree) and by every access pin covering it (access_itree). The first holder pins
- * the page from the origin (UserPage.pins + 1, npinned + 1); later holders reuse the page;
- * the last holder to go unpins it. Whichever tier the kernel would read a PFN from, it is
- * the same page, so reading the held page is equivalent.
+ * An IoptPages is a linear array of `npages` page indexes over a user VA range (USER), a
+ * file range (FILE) or a slice of a dma-buf (DMABUF). The kernel keeps each index's PFN in one
+ * of three tiers (an access xarray, a domain that maps it, or the origin) and pins an index
+ * exactly once while any interval tree covers it. This model keeps the same observable rule
+ * with a per-index holder count: an index is held by every domain-filled area covering it (the
+ * kernel's domains_itree) and by every access pin covering it (access_itree). The first holder
+ * pins the page from the origin (UserPage.pins + 1, npinned + 1); later holders reuse the page;
+ * the last holder to go unpins it. Whichever tier the kernel would read a PFN from, it is the
+ * same page, so reading the held page is equivalent.
  *
  * Accounting (§10) is charged after pins are taken, on npinned - lastNpinned, exactly as
  * iopt_pages_update_pinned does; the caller unwinds with drop() when charging fails.
  *
- * dma-buf pages (IOPT_ADDRESS_DMABUF) are not modelled: UserProcess has no dma-buf files.
+ * dma-buf pages (§13; iopt_alloc_dmabuf_pages, iopt_map_dmabuf, pfn_reader_fill_dmabuf,
+ * iopt_revoke_notify and the iopt_dmabuf_*track* helpers of v6.19+, plus the multi-range
+ * physical list of the 2026 PAL series "iommufd: Support DMA-bufs with multiple physical
+ * ranges") never pin and never charge: the PFN of index i is looked up in the exporter's list of
+ * physical ranges at byte `start + i * PAGE`, computed on demand (dmabufPages). io_pagetable.ts
+ * maps them with IOMMU_MMIO instead of IOMMU_CACHE and records every (area, domain) mapping here
+ * (trackDomain), because a revoke from the exporter must unmap exactly those. A revoked import
+ * has no physical list any more: domain fills of it map nothing, unfills unmap nothing, and the
+ * areas stay until user space unmaps them.
  */
 import { EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM, ErrnoError } from "../errno.ts";
 import { AccountMode, type AccountModeValue } from "./context.ts";
+import type { IommuPagingDomain } from "./driver.ts";
 import type { FailNth } from "./fail_nth.ts";
 import { HeldPages } from "./held_pages.ts";
+import type { IoptArea } from "./io_pagetable.ts";
 import { PAGE_SIZE, type UserFile, type UserPage, type UserProcess } from "./user_mm.ts";
 
 type Faults = Pick<FailNth, "shouldFail">;
@@ -38,6 +48,70 @@ export const ACCESS_RW_SLOW_PATH = 1 << 2;
 
 const PAGE = BigInt(PAGE_SIZE);
 const SIZE_MAX = (1n << 64n) - 1n;
+/** MAX_NPFNS: a pfn_batch entry counts pages in a u32, so a dma-buf slice stays below it. */
+const MAX_NPFNS = 0xffff_ffffn;
+
+// ---- dma-buf import ---------------------------------------------------------------------------
+
+/** One physically contiguous piece of a dma-buf (struct dma_buf_phys_vec). */
+export interface DmabufPhysRange {
+  /** Physical address of its first byte. */
+  readonly paddr: number;
+  /** Its length in bytes. */
+  readonly len: number;
+}
+
+/**
+ * A dma-buf as iommufd imports it: its size, the exporter's "physical address list" mapping
+ * (dma_buf_pal_map_phys) and the importers it notifies. The selftest's exporter
+ * (selftest.ts SelftestDmabuf) is the only one the model has.
+ */
+export interface Dmabuf {
+  /** dmabuf->size in bytes. */
+  readonly size: number;
+  /**
+   * The buffer's physical ranges in buffer order, together covering `size` bytes. Throws
+   * ErrnoError: ENODEV while the exporter has revoked the buffer, ENOMEM when its list cannot
+   * be allocated (an injection site of `faults`).
+   */
+  mapPhys(faults: Pick<FailNth, "shouldFail">): readonly DmabufPhysRange[];
+  /**
+   * move_notify of every attached importer. The exporter calls each one on every revoke
+   * request; iommufd treats any notification as a revoke (iopt_revoke_notify).
+   */
+  readonly importers: Set<() => void>;
+}
+
+/** One (area, domain) pair a dma-buf import has mapped (struct iopt_pages_dmabuf_track). */
+interface DmabufTrack {
+  readonly area: IoptArea;
+  readonly domain: IommuPagingDomain;
+}
+
+/** struct iopt_pages_dmabuf: the attachment of one IoptPages to its dma-buf. */
+class DmabufImport {
+  readonly buf: Dmabuf;
+  /** Page-aligned byte offset in the buffer of index 0. */
+  readonly start: number;
+  /** The exporter's physical list; null once revoked (nothing may be mapped from it then). */
+  phys: readonly DmabufPhysRange[] | null;
+  /** Every mapping of these pages in a domain, by area and domain. */
+  readonly tracker: DmabufTrack[] = [];
+  /** Our move_notify, registered in buf.importers until the pages are released. */
+  readonly notify: () => void;
+
+  constructor(buf: Dmabuf, start: number, phys: readonly DmabufPhysRange[], notify: () => void) {
+    this.buf = buf;
+    this.start = start;
+    this.phys = phys;
+    this.notify = notify;
+  }
+}
+
+/** A page-frame number; what a domain fill needs of a page (UserPage has it too). */
+export interface PagePfn {
+  readonly pfn: number;
+}
 
 /**
  * Charges (inc) or uncharges `npages` pinned pages to `owner` in `mode`
@@ -80,9 +154,14 @@ export class IoptPages {
   readonly npages: number;
   /** The creating MAP asked for WRITEABLE; pins then ask for write access. */
   readonly writable: boolean;
-  /** USER: page-aligned VA of index 0. FILE: page-aligned file offset of index 0. */
+  /**
+   * USER: page-aligned VA of index 0. FILE: page-aligned file offset of index 0. DMABUF:
+   * page-aligned offset in the buffer of index 0.
+   */
   readonly base: bigint;
   readonly file: UserFile | null;
+  /** The dma-buf attachment of DMABUF pages (null for the other types). */
+  private dmabufImport: DmabufImport | null = null;
   /** source_mm / source_task / source_user: the process pins are taken from and charged to. */
   source: UserProcess;
   accountMode: AccountModeValue;
@@ -172,6 +251,134 @@ export class IoptPages {
     );
   }
 
+  /**
+   * iopt_alloc_dmabuf_pages + iopt_map_dmabuf: pages over bytes [start, start + length) of
+   * dma-buf `buf`, attached as a revocable importer. The caller has checked length 0 and the
+   * overflow of start + length - 1. In order: EINVAL when the range ends at or past the buffer's
+   * size or spans 2^32 - 1 pages or more; the generic checks (EINVAL, ENOMEM); ENOMEM
+   * (attachment, injected); the exporter's answer (ENODEV revoked, ENOMEM). Accounting mode NONE:
+   * nothing is ever pinned. Throws ErrnoError; on error nothing stays attached.
+   */
+  static allocDmabuf(
+    source: UserProcess,
+    buf: Dmabuf,
+    start: bigint,
+    length: bigint,
+    writable: boolean,
+    faults: Faults,
+  ): IoptPages {
+    if (BigInt(buf.size) <= start + length - 1n)
+      throw new ErrnoError(EINVAL, "range runs past the end of the dma-buf");
+    if (length / PAGE >= MAX_NPFNS) throw new ErrnoError(EINVAL, "dma-buf slice too long");
+    IoptPages.checkLength(length, faults);
+    const startByte = Number(start % PAGE);
+    const base = start - BigInt(startByte);
+    const pages = new IoptPages(
+      IoptAddress.DMABUF,
+      source,
+      base,
+      startByte,
+      length,
+      writable,
+      null,
+    );
+    pages.accountMode = AccountMode.NONE;
+    // dma_buf_dynamic_attach: the attachment record.
+    if (faults.shouldFail("dma_buf_attach"))
+      throw new ErrnoError(ENOMEM, "dma-buf attachment allocation failed");
+    const phys = buf.mapPhys(faults);
+    const imp = new DmabufImport(buf, Number(base), phys, () => pages.revokeDmabuf());
+    pages.dmabufImport = imp;
+    buf.importers.add(imp.notify);
+    return pages;
+  }
+
+  /** True for IOPT_ADDRESS_DMABUF pages whose exporter revoked them (iopt_dmabuf_revoked). */
+  get dmabufRevoked(): boolean {
+    return this.dmabufImport !== null && this.dmabufImport.phys === null;
+  }
+
+  /** The dma-buf these pages import (null unless DMABUF). */
+  get dmabuf(): Dmabuf | null {
+    return this.dmabufImport?.buf ?? null;
+  }
+
+  /**
+   * pfn_reader_fill_dmabuf for indexes [first, last]: the PFN of each, found by walking the
+   * exporter's physical ranges from the one holding byte `start + first * PAGE`. Must not be
+   * called on revoked pages (the kernel WARNs and fails EINVAL). Pins nothing.
+   */
+  dmabufPages(first: number, last: number): PagePfn[] {
+    const imp = this.dmabufImport;
+    if (imp === null || imp.phys === null)
+      throw new ErrnoError(EINVAL, "dma-buf pages read while revoked or not a dma-buf");
+    const phys = imp.phys;
+    const out: PagePfn[] = new Array(last - first + 1);
+    let byte = imp.start + first * PAGE_SIZE;
+    let cur = 0;
+    let curBase = 0;
+    while (cur < phys.length && curBase + phys[cur].len <= byte) curBase += phys[cur++].len;
+    for (let i = 0; i < out.length; i++) {
+      if (cur >= phys.length) throw new Error("dma-buf index past its physical ranges");
+      const range = phys[cur];
+      out[i] = { pfn: Math.floor((range.paddr + (byte - curBase)) / PAGE_SIZE) };
+      byte += PAGE_SIZE;
+      if (byte - curBase >= range.len) {
+        curBase += range.len;
+        cur++;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * iopt_dmabuf_track_domain: records that `area` is (about to be) mapped in `domain`, so a
+   * revoke unmaps it. ENOMEM (injected allocation). Throws ErrnoError.
+   */
+  trackDomain(area: IoptArea, domain: IommuPagingDomain, faults: Faults): void {
+    const imp = this.dmabufImport;
+    if (imp === null) throw new Error("trackDomain on pages that are not a dma-buf");
+    if (imp.tracker.some((t) => t.area === area && t.domain === domain))
+      throw new ErrnoError(EINVAL, "dma-buf mapping tracked twice");
+    if (faults.shouldFail("iopt_dmabuf_track_alloc"))
+      throw new ErrnoError(ENOMEM, "dma-buf tracker allocation failed");
+    imp.tracker.push({ area, domain });
+  }
+
+  /** iopt_dmabuf_untrack_domain: forgets the (area, domain) mapping. */
+  untrackDomain(area: IoptArea, domain: IommuPagingDomain): void {
+    const tracker = this.dmabufImport?.tracker;
+    if (tracker === undefined) return;
+    const i = tracker.findIndex((t) => t.area === area && t.domain === domain);
+    if (i < 0) throw new Error("untracking a dma-buf mapping that was not tracked");
+    tracker.splice(i, 1);
+  }
+
+  /** iopt_dmabuf_untrack_all_domains: forgets every mapping of `area`. */
+  untrackArea(area: IoptArea): void {
+    const tracker = this.dmabufImport?.tracker;
+    if (tracker === undefined) return;
+    for (let i = tracker.length - 1; i >= 0; i--)
+      if (tracker[i].area === area) tracker.splice(i, 1);
+  }
+
+  /** The (area, domain) mappings tracked for a revoke, in tracking order (tests, invariants). */
+  get dmabufTracked(): readonly { area: IoptArea; domain: IommuPagingDomain }[] {
+    return this.dmabufImport?.tracker ?? [];
+  }
+
+  /**
+   * iopt_revoke_notify: the exporter withdrew the buffer. Every tracked mapping is unmapped
+   * (the whole area from that domain) and the physical list is dropped; a second notification
+   * does nothing. The areas and their tracking stay (user space still has to unmap them).
+   */
+  private revokeDmabuf(): void {
+    const imp = this.dmabufImport;
+    if (imp === null || imp.phys === null) return;
+    for (const t of imp.tracker) t.domain.unmap(t.area.iova, t.area.length);
+    imp.phys = null;
+  }
+
   /** The address the auto IOVA allocator aligns to for the byte at `startByte` (§6). */
   sourceAddress(startByte: bigint): bigint {
     return this.base + startByte;
@@ -181,12 +388,21 @@ export class IoptPages {
     this.refs++;
   }
 
-  /** iopt_put_pages: the last reference must find nothing pinned. */
+  /**
+   * iopt_put_pages: the last reference must find nothing pinned (and, for a dma-buf, nothing
+   * mapped); it detaches from the dma-buf.
+   */
   put(): void {
     if (this.refs <= 0) throw new Error("iopt_pages put with no references");
     this.refs--;
-    if (this.refs === 0 && (this.held.size !== 0 || this.npinned !== 0 || this.accessNodes.size))
+    if (this.refs !== 0) return;
+    if (this.held.size !== 0 || this.npinned !== 0 || this.accessNodes.size)
       throw new Error("iopt_pages released while pages are still pinned");
+    const imp = this.dmabufImport;
+    if (imp !== null) {
+      if (imp.tracker.length !== 0) throw new Error("dma-buf pages released while still mapped");
+      imp.buf.importers.delete(imp.notify);
+    }
   }
 
   /** True if some domain-filled area or access pin holds `index`. */
@@ -357,8 +573,9 @@ export class IoptPages {
   /**
    * iopt_pages_rw_access: copies `data` to (WRITE) or from the bytes starting at `startByte`.
    * `caller` is the process running the call (undefined: a kernel thread). EPERM for a write
-   * to read-only pages; EFAULT from the user copy or a failed pin; EINVAL (injected) on the
-   * single-page remote path. Pins nothing persistently. Throws ErrnoError.
+   * to read-only pages; EINVAL for dma-buf pages (after the EPERM check); EFAULT from the user
+   * copy or a failed pin; EINVAL (injected) on the single-page remote path. Pins nothing
+   * persistently. Throws ErrnoError.
    */
   rw(
     startByte: bigint,
@@ -375,6 +592,8 @@ export class IoptPages {
     if (flags & ACCESS_RW_SLOW_PATH) changeMm = true;
     if (flags & ACCESS_RW_WRITE && !this.writable)
       throw new ErrnoError(EPERM, "write through read-only pages");
+    // No struct page to copy through: MMIO may be behind a dma-buf.
+    if (this.type === IoptAddress.DMABUF) throw new ErrnoError(EINVAL, "rw of dma-buf pages");
     if (this.type !== IoptAddress.USER) {
       this.rwSlow(startIndex, lastIndex, offset, data, flags, faults);
       return;

@@ -1,6 +1,6 @@
 /**
  * IOMMU_TEST_CMD: the iommufd selftest's mock-driver ioctl (drivers/iommu/iommufd/selftest.c,
- * iommufd_test.h; spec mock-driver-failnth.md §1-§2). One ioctl, 23 ops picked by `op`:
+ * iommufd_test.h; spec mock-driver-failnth.md §1-§2). One ioctl, 24 ops picked by `op`:
  * creating mock devices bound and attached to this context (the SELFTEST object), checking
  * what a mock domain maps and what user pages have pinned, an in-kernel access driven from
  * user space through an "access fd", dirty-bit injection, checks of the mock's fake caches,
@@ -17,9 +17,14 @@
  * TRIGGER_IOPF and TRIGGER_VEVENT are delivered through `selftestHooks`, which eventq.ts installs
  * when it loads (so this module does not import the FAULT / vEVENTQ area).
  *
- * dma-bufs: DMABUF_GET / DMABUF_REVOKE are complete here, but IOAS_MAP_FILE does not import
- * them yet (ioas.ts resolves the fd through UserProcess.file only); `getSelftestDmabuf` and
- * `SelftestDmabuf.physRange` / `importers` are what it will need.
+ * dma-bufs: the test exporter follows the newest one, from the 2026 patch "iommufd/selftest:
+ * Check multi-phys DMA-buf scenarios": the buffer is `length / PAGE` separately allocated pages
+ * (no longer one contiguous allocation) handed to the importer as one physical range per page,
+ * DMABUF_GET wants a whole number of pages, and MD_CHECK_DMABUF (op 24) compares a mock
+ * domain's translations with the buffer's pages. IOAS_MAP_FILE imports these dma-bufs: this
+ * module installs ioas.ts `dmabufFiles`, which tells MAP_FILE which fds are dma-bufs.
+ * DMABUF_REVOKE notifies every importer each time it is called (either direction), as the
+ * kernel's exporter does; iommufd takes any notification as a revoke.
  *
  * Facts used beyond the spec (read from selftest.c @4132ba2a): every object lookup goes
  * through iommufd_get_object (an injection site); the check order of each op below; the
@@ -55,7 +60,7 @@ import {
 } from "../uapi/ioctl.ts";
 import type { Decoded } from "../uapi/layout.ts";
 import { IOMMUFD_IOCTLS } from "../uapi/structs.ts";
-import type { IOMMU_TEST_CMD_LAYOUT } from "../uapi/test_cmd.ts";
+import { type IOMMU_TEST_CMD_LAYOUT, IOMMU_TEST_OP_MD_CHECK_DMABUF } from "../uapi/test_cmd.ts";
 import {
   type AccessOps,
   accessAttach,
@@ -83,11 +88,13 @@ import {
   iommuGetDomainForGroupPasid,
   type ViommuLink,
 } from "./driver.ts";
+import type { FailNth } from "./fail_nth.ts";
 import { HwptNested, HwptPaging } from "./hwpt.ts";
 import { ULONG_MAX } from "./io_pagetable.ts";
-import { getIoas } from "./ioas.ts";
+import { dmabufFiles, getIoas } from "./ioas.ts";
 import { ctxFileGet, ctxFilePut } from "./mmap.ts";
 import { IommufdObject, ObjType } from "./object.ts";
+import type { Dmabuf, DmabufPhysRange } from "./pages.ts";
 import { contiguousPages, PAGE_SIZE, type UserPage, type UserProcess } from "./user_mm.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -241,35 +248,48 @@ export class SelftestAccessFile {
 }
 
 /** A dma-buf from the test exporter (struct iommufd_test_dma_buf). */
-export class SelftestDmabuf {
+export class SelftestDmabuf implements Dmabuf {
   readonly kind = "dmabuf";
   /** Bytes, a multiple of PAGE_SIZE, at most 512 pages. */
   readonly length: number;
-  /** Its zeroed, physically contiguous memory: pages with consecutive PFNs. */
+  /**
+   * Its zeroed pages, each allocated on its own (alloc_page per page). Handed out in descending
+   * PFN order, so no two neighbours are physically contiguous: an importer that assumed one
+   * contiguous range would map the wrong memory, as it could with real page allocations.
+   */
   readonly pages: UserPage[];
   /** open_flags it was exported with. */
   readonly openFlags: number;
-  /** DMABUF_REVOKE state: importers must not map a revoked buffer (ENODEV). */
+  /** DMABUF_REVOKE state: the exporter refuses to hand out its ranges while set (ENODEV). */
   revoked = false;
-  /**
-   * Importers' move-notify callbacks (an IOAS that mapped the buffer unmaps it from its
-   * domains on revoke, maps it again on un-revoke). Called on every DMABUF_REVOKE.
-   */
-  readonly importers = new Set<(revoked: boolean) => void>();
+  /** The attached importers' move_notify callbacks (Dmabuf.importers). */
+  readonly importers = new Set<() => void>();
 
   constructor(length: number, openFlags: number) {
     this.length = length;
     this.openFlags = openFlags;
-    this.pages = contiguousPages(length / PAGE_SIZE);
+    this.pages = contiguousPages(length / PAGE_SIZE).reverse();
+  }
+
+  /** dmabuf->size. */
+  get size(): number {
+    return this.length;
   }
 
   /**
-   * iommufd_test_dma_buf_iommufd_map, the importer's view: the buffer as one physical range
-   * (its first PFN and its length), or ENODEV while revoked.
+   * iommufd_dma_pal_map_phys: ENODEV while revoked; otherwise the list (an allocation: ENOMEM
+   * when `faults` fails it) of one PAGE_SIZE range per page, in buffer order.
    */
-  physRange(): { pfn: number; length: number } | number {
-    if (this.revoked) return ENODEV;
-    return { pfn: this.pages[0].pfn, length: this.length };
+  mapPhys(faults: Pick<FailNth, "shouldFail">): readonly DmabufPhysRange[] {
+    if (this.revoked) throw new ErrnoError(ENODEV, "the test dma-buf is revoked");
+    if (faults.shouldFail("selftest_dmabuf_phys_list"))
+      throw new ErrnoError(ENOMEM, "physical list allocation failed");
+    return this.pages.map((p) => ({ paddr: p.pfn * PAGE_SIZE, len: PAGE_SIZE }));
+  }
+
+  /** Physical address of buffer byte `offset` (what MD_CHECK_DMABUF expects to find mapped). */
+  physAt(offset: number): number {
+    return this.pages[Math.floor(offset / PAGE_SIZE)].pfn * PAGE_SIZE + (offset % PAGE_SIZE);
   }
 }
 
@@ -321,8 +341,8 @@ export function closeSelftestFd(ctx: IommufdContext, fd: number): number {
   if (file === undefined) return EBADF;
   t.files.delete(fd);
   t.allocator.release(fd);
+  // A dma-buf lives on while importers hold it (they keep their own reference).
   if (file.kind === "access") file.release();
-  else file.importers.clear();
   return 0;
 }
 
@@ -803,15 +823,18 @@ function pasidCheckHwpt(call: IoctlCall, cmd: TestCmd): number {
   return attached === obj.domain ? 0 : EINVAL;
 }
 
-/** IOMMU_TEST_OP_DMABUF_GET (§2.18): the new fd is the ioctl's return value. */
+/**
+ * IOMMU_TEST_OP_DMABUF_GET (§2.18, newest exporter): the length must be a whole number of pages,
+ * 1 to 512 (EINVAL); the record, then each page, then the export may fail (ENOMEM). The new fd
+ * is the ioctl's return value.
+ */
 function dmabufGet(call: IoctlCall, ucmd: TestUcmd): number {
-  const { length, open_flags: openFlags } = must<{ length: number; open_flags: number }>(
+  const { length: len, open_flags: openFlags } = must<{ length: number; open_flags: number }>(
     ucmd.cmd.dmabuf_get,
   );
-  const len = Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
-  if (len === 0 || len > PAGE_SIZE * DMABUF_MAX_PAGES) return EINVAL;
+  if (len === 0 || len % PAGE_SIZE !== 0 || len > PAGE_SIZE * DMABUF_MAX_PAGES) return EINVAL;
   injected(call, "selftest_dmabuf_priv");
-  injected(call, "selftest_dmabuf_memory");
+  for (let i = 0; i < len / PAGE_SIZE; i++) injected(call, "selftest_dmabuf_page");
   injected(call, "dma_buf_export");
   const buf = new SelftestDmabuf(len, openFlags);
   const table = fdTable(call.ctx);
@@ -822,14 +845,52 @@ function dmabufGet(call: IoctlCall, ucmd: TestUcmd): number {
   return 0;
 }
 
-/** IOMMU_TEST_OP_DMABUF_REVOKE (§2.19): set the revoked state and tell the importers. */
+/**
+ * IOMMU_TEST_OP_DMABUF_REVOKE (§2.19): set the revoked state and notify every importer, in
+ * both directions (dma_buf_move_notify): iommufd unmaps its mappings of the buffer whatever
+ * the new state is, and never maps old areas again.
+ */
 function dmabufRevoke(call: IoctlCall, cmd: TestCmd): number {
   const { dmabuf_fd: fd, revoked } = must<{ dmabuf_fd: number; revoked: number }>(
     cmd.dmabuf_revoke,
   );
   const buf = getSelftestDmabuf(call.ctx, fd, call.caller);
   buf.revoked = revoked !== 0;
-  for (const notify of [...buf.importers]) notify(buf.revoked);
+  for (const notify of [...buf.importers]) notify();
+  return 0;
+}
+
+interface CheckDmabufArg {
+  dmabuf_fd: number;
+  iova: bigint;
+  length: bigint;
+  offset: bigint;
+}
+
+/**
+ * IOMMU_TEST_OP_MD_CHECK_DMABUF (op 24; iommufd_test_md_check_dmabuf of the 2026 multi-phys
+ * patch): the mock paging HWPT `id` (ENOENT, EINVAL), the test dma-buf `dmabuf_fd` (EBADF,
+ * EINVAL); iova, length and offset must be multiples of the domain's smallest page and
+ * offset + length must not wrap or pass the buffer's end (EINVAL); then each smallest-page step
+ * of [iova, iova + length) must translate to buffer byte offset + step (EINVAL otherwise).
+ */
+function mdCheckDmabuf(call: IoctlCall, cmd: TestCmd): number {
+  const { dmabuf_fd: fd, iova, length, offset } = must<CheckDmabufArg>(cmd.check_dmabuf);
+  const domain = mockPaging(call, cmd.id);
+  const buf = getSelftestDmabuf(call.ctx, fd, call.caller);
+  const ps = smallestPage(domain.pgsizeBitmap);
+  if (iova % ps !== 0n || length % ps !== 0n || offset % ps !== 0n) return EINVAL;
+  const end = offset + length;
+  if (end > U64_MASK || end > BigInt(buf.length)) return EINVAL;
+  const base = Number(offset);
+  const step = Number(ps);
+  const n = Number(length / ps);
+  let at = iova;
+  for (let i = 0; i < n; i++) {
+    // An unmapped IOVA translates to 0, which the buffer's pages never are.
+    if ((domain.iovaToPhys(at & U64_MASK) ?? 0) !== buf.physAt(base + i * step)) return EINVAL;
+    at += ps;
+  }
   return 0;
 }
 
@@ -892,6 +953,12 @@ function triggerVevent(call: IoctlCall, cmd: TestCmd): number {
 
 // ---- Dispatch ---------------------------------------------------------------------------------
 
+// MAP_FILE's dma_buf_get: the test exporter's buffers are the model's dma-bufs.
+dmabufFiles.get = (ctx, fd) => {
+  const f = fdTable(ctx).files.get(fd);
+  return f?.kind === "dmabuf" ? f : undefined;
+};
+
 registerIoctl(IOMMUFD_IOCTLS.TEST_CMD, (call, ucmd) => {
   const cmd = ucmd.cmd;
   switch (cmd.op) {
@@ -940,6 +1007,8 @@ registerIoctl(IOMMUFD_IOCTLS.TEST_CMD, (call, ucmd) => {
       return dmabufGet(call, ucmd);
     case IOMMU_TEST_OP.DMABUF_REVOKE:
       return dmabufRevoke(call, cmd);
+    case IOMMU_TEST_OP_MD_CHECK_DMABUF:
+      return mdCheckDmabuf(call, cmd);
     default:
       return EOPNOTSUPP;
   }

@@ -6,9 +6,16 @@
  *
  * The union members are anonymous struct types in C; each gets a layout here whose offsets are
  * relative to the union, which sits at offset 16 of iommu_test_cmd.
+ *
+ * Op 24, IOMMU_TEST_OP_MD_CHECK_DMABUF with its `check_dmabuf` member, comes from the 2026 patch
+ * "iommufd/selftest: Check multi-phys DMA-buf scenarios" (the selftest's dmabuf_multi_page test
+ * uses it); it is defined here until IOMMU_TEST_OP in ioctl.ts lists it.
  */
 import { IOMMU_TEST_OP } from "./ioctl.ts";
 import type { Layout } from "./layout.ts";
+
+/** IOMMU_TEST_OP_MD_CHECK_DMABUF: compare a mock domain's translations with a test dma-buf. */
+export const IOMMU_TEST_OP_MD_CHECK_DMABUF = 24;
 
 const u32 = (name: string, offset: number) => ({ name, offset, type: "u32" }) as const;
 const u64 = (name: string, offset: number) => ({ name, offset, type: "aligned_u64" }) as const;
@@ -203,6 +210,19 @@ export const TEST_DMABUF_REVOKE = {
   fields: [{ name: "dmabuf_fd", offset: 0, type: "s32" }, u32("revoked", 4)],
 } as const satisfies Layout;
 
+/** `dmabuf_fd` is followed by 4 bytes of padding before the 8-byte aligned iova. */
+export const TEST_CHECK_DMABUF = {
+  name: "iommu_test_cmd.check_dmabuf",
+  size: 32,
+  align: 8,
+  fields: [
+    { name: "dmabuf_fd", offset: 0, type: "s32" },
+    u64("iova", 8),
+    u64("length", 16),
+    u64("offset", 24),
+  ],
+} as const satisfies Layout;
+
 /** Offset of the anonymous union inside iommu_test_cmd. */
 export const TEST_CMD_UNION_OFFSET = 16;
 
@@ -252,6 +272,7 @@ export const IOMMU_TEST_CMD_LAYOUT = {
         member("pasid_check", TEST_PASID_CHECK),
         member("dmabuf_get", TEST_DMABUF_GET),
         member("dmabuf_revoke", TEST_DMABUF_REVOKE),
+        member("check_dmabuf", TEST_CHECK_DMABUF),
       ],
       selector: {
         field: "op",
@@ -280,6 +301,7 @@ export const IOMMU_TEST_CMD_LAYOUT = {
           [IOMMU_TEST_OP.PASID_CHECK_HWPT]: "pasid_check",
           [IOMMU_TEST_OP.DMABUF_GET]: "dmabuf_get",
           [IOMMU_TEST_OP.DMABUF_REVOKE]: "dmabuf_revoke",
+          [IOMMU_TEST_OP_MD_CHECK_DMABUF]: "check_dmabuf",
         },
       },
     },
@@ -366,6 +388,7 @@ export const TEST_LAYOUTS: readonly Layout[] = [
   TEST_PASID_CHECK,
   TEST_DMABUF_GET,
   TEST_DMABUF_REVOKE,
+  TEST_CHECK_DMABUF,
   IOMMU_TEST_HW_INFO_LAYOUT,
   IOMMU_HWPT_SELFTEST_LAYOUT,
   IOMMU_HWPT_INVALIDATE_SELFTEST_LAYOUT,

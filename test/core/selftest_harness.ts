@@ -24,6 +24,7 @@ import {
   IOMMU_TEST_CMD,
   IOMMU_TEST_CMD_LAYOUT,
   IOMMU_TEST_OP,
+  IOMMU_TEST_OP_MD_CHECK_DMABUF,
 } from "../../src/uapi/index.ts";
 import { Harness, PAGE } from "./helpers/ioctl_harness.ts";
 
@@ -55,6 +56,7 @@ const MEMBER: Record<number, string> = {
   [OP.PASID_CHECK_HWPT]: "pasid_check",
   [OP.DMABUF_GET]: "dmabuf_get",
   [OP.DMABUF_REVOKE]: "dmabuf_revoke",
+  [IOMMU_TEST_OP_MD_CHECK_DMABUF]: "check_dmabuf",
 };
 
 /** What one test command returned. */

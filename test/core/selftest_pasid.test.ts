@@ -1,17 +1,29 @@
 /**
  * The selftest's PASID ops and its dma-buf exporter (spec mock-driver-failnth.md §2.17-§2.19):
  * PASID_ATTACH / REPLACE / DETACH / CHECK_HWPT with the PASID-1024 quirk, following
- * iommufd_device_pasid.pasid_attach; DMABUF_GET's fd return value and DMABUF_REVOKE.
+ * iommufd_device_pasid.pasid_attach; DMABUF_GET's fd return value and DMABUF_REVOKE (the
+ * newest, multi-page exporter; importing into an IOAS is in selftest_dmabuf.test.ts).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { type FailNth, NO_FAULTS } from "../../src/core/fail_nth.ts";
 import {
   closeSelftestFd,
   SELFTEST_FD_BASE,
   SelftestDmabuf,
   selftestFile,
+  selftestOpenFds,
 } from "../../src/core/selftest.ts";
-import { EBADF, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOMEM } from "../../src/errno.ts";
+import {
+  EBADF,
+  EBUSY,
+  EFAULT,
+  EINVAL,
+  ENODEV,
+  ENOENT,
+  ENOMEM,
+  type ErrnoError,
+} from "../../src/errno.ts";
 import { IOMMU_TEST_CMD, MOCK_FLAGS_DEVICE_PASID } from "../../src/uapi/index.ts";
 import { PAGE } from "./helpers/ioctl_harness.ts";
 import { OP, SelftestHarness } from "./selftest_harness.ts";
@@ -169,12 +181,15 @@ describe("IOMMU_TEST_OP_PASID_REPLACE / DETACH / CHECK_HWPT", () => {
 });
 
 describe("IOMMU_TEST_OP_DMABUF_GET", () => {
-  it("rounds the length up to pages; 0 or more than 512 pages is EINVAL", () => {
+  it("wants whole pages, 1 to 512 of them; the fd is the return value", () => {
     const h = new SelftestHarness();
     const get = (length: number) => h.test(OP.DMABUF_GET, 0, { length, open_flags: 0o2000000 });
     assert.equal(get(0).errno, EINVAL);
-    assert.equal(get(512 * PAGE + 1).errno, EINVAL);
-    const one = get(1);
+    // The newest exporter no longer rounds up: a partial page is refused.
+    assert.equal(get(1).errno, EINVAL);
+    assert.equal(get(PAGE + 1).errno, EINVAL);
+    assert.equal(get(513 * PAGE).errno, EINVAL);
+    const one = get(PAGE);
     assert.equal(one.errno, 0);
     assert.equal(one.value, SELFTEST_FD_BASE);
     const buf = selftestFile(h.ctx, one.value);
@@ -185,10 +200,31 @@ describe("IOMMU_TEST_OP_DMABUF_GET", () => {
     assert.equal(big.value, SELFTEST_FD_BASE + 1);
     const bigBuf = selftestFile(h.ctx, big.value) as SelftestDmabuf;
     assert.equal(bigBuf.pages.length, 512);
-    // Physically contiguous: consecutive PFNs.
-    assert.ok(bigBuf.pages.every((p, i) => p.pfn === bigBuf.pages[0].pfn + i));
+    // Separately allocated pages: distinct, and no two neighbours physically adjacent.
+    assert.equal(new Set(bigBuf.pages.map((p) => p.pfn)).size, 512);
+    for (let i = 1; i < 512; i++)
+      assert.notEqual(bigBuf.pages[i].pfn, bigBuf.pages[i - 1].pfn + 1, `page ${i}`);
     // Nothing is written back to the struct.
     assert.equal(big.out.length, 512 * PAGE);
+  });
+
+  it("fail-nth: the record, every page and the export are injection sites", () => {
+    const h = new SelftestHarness();
+    const faults = h.ctx.faults as FailNth;
+    for (let nth = 1; ; nth++) {
+      faults.arm(nth);
+      const r = h.test(OP.DMABUF_GET, 0, { length: 3 * PAGE, open_flags: 0 });
+      if (faults.pending === 0) {
+        assert.equal(r.errno, ENOMEM, `nth ${nth}`);
+        assert.equal(selftestOpenFds(h.ctx).length, 0);
+        continue;
+      }
+      faults.arm(0);
+      assert.equal(r.errno, 0);
+      // priv, three pages, the export; then success.
+      assert.equal(nth, 6);
+      break;
+    }
   });
 });
 
@@ -205,18 +241,24 @@ describe("IOMMU_TEST_OP_DMABUF_REVOKE", () => {
     assert.equal(revoke(memfd), EINVAL);
   });
 
-  it("sets the revoked state (idempotently) and notifies importers each time", () => {
+  it("sets the revoked state (idempotently) and notifies importers every time", () => {
     const h = new SelftestHarness();
     const fd = h.test(OP.DMABUF_GET, 0, { length: 2 * PAGE, open_flags: 0 }).value;
     const buf = selftestFile(h.ctx, fd) as SelftestDmabuf;
     const seen: boolean[] = [];
-    buf.importers.add((revoked) => seen.push(revoked));
-    assert.deepEqual(buf.physRange(), { pfn: buf.pages[0].pfn, length: 2 * PAGE });
+    buf.importers.add(() => seen.push(buf.revoked));
+    assert.deepEqual(buf.mapPhys(NO_FAULTS), [
+      { paddr: buf.pages[0].pfn * PAGE, len: PAGE },
+      { paddr: buf.pages[1].pfn * PAGE, len: PAGE },
+    ]);
     const revoke = (revoked: number) =>
       h.test(OP.DMABUF_REVOKE, 0, { dmabuf_fd: fd, revoked }).errno;
     assert.equal(revoke(7), 0);
     assert.equal(buf.revoked, true);
-    assert.equal(buf.physRange(), ENODEV);
+    assert.throws(
+      () => buf.mapPhys(NO_FAULTS),
+      (e: ErrnoError) => e.errno === ENODEV,
+    );
     assert.equal(revoke(1), 0);
     assert.equal(revoke(0), 0);
     assert.equal(buf.revoked, false);

@@ -26,6 +26,7 @@ import {
   IOMMU_OPTION_LAYOUT,
   IOMMU_TEST_CMD_LAYOUT,
   IOMMU_TEST_OP,
+  IOMMU_TEST_OP_MD_CHECK_DMABUF,
   IOMMUFD_IOCTLS,
   IOMMUFD_LAYOUTS,
   type Layout,
@@ -175,6 +176,7 @@ const HEADER_SIZE_FACTS: Record<string, number> = {
   iommu_hw_info_arm_smmuv3: 40,
   iommu_ioas_map_file: 40,
   iommu_test_cmd: 72,
+  "iommu_test_cmd.check_dmabuf": 32,
   iommu_viommu_selftest: 24,
   iommu_viommu_invalidate_selftest: 12,
 };
@@ -418,6 +420,23 @@ test("iommu_test_cmd decodes only the union member its op selects", () => {
   assert.deepEqual(r.dmabuf_revoke, { dmabuf_fd: -1, revoked: 1 });
   assert.equal(r.add_reserved, undefined);
 
+  // Op 24's check_dmabuf: an s32 fd, 4 bytes of padding, then three aligned u64s.
+  b.fill(0, 16, 64);
+  v.setUint32(4, IOMMU_TEST_OP_MD_CHECK_DMABUF, true);
+  v.setInt32(16, -2, true);
+  v.setUint32(20, 0xffff_ffff, true);
+  v.setBigUint64(24, 1n << 24n, true);
+  v.setBigUint64(32, 0x4000n, true);
+  v.setBigUint64(40, 0x1000n, true);
+  const d = decode(IOMMU_TEST_CMD_LAYOUT, b);
+  assert.deepEqual(d.check_dmabuf, {
+    dmabuf_fd: -2,
+    iova: 1n << 24n,
+    length: 0x4000n,
+    offset: 0x1000n,
+  });
+  assert.equal(offsetOfEnd(IOMMU_TEST_CMD_LAYOUT, "check_dmabuf"), 48);
+
   v.setUint32(4, 999, true);
   const unknown = decode(IOMMU_TEST_CMD_LAYOUT, b);
   assert.deepEqual(Object.keys(unknown).sort(), ["__reserved", "id", "last", "op", "size"]);
@@ -427,7 +446,7 @@ test("every test op selects a union member, and each member is used by exactly o
   const union = IOMMU_TEST_CMD_LAYOUT.fields[4];
   const cases = union.selector.cases as Record<number, string>;
   const used = new Set<string>();
-  for (const op of Object.values(IOMMU_TEST_OP)) {
+  for (const op of [...Object.values(IOMMU_TEST_OP), IOMMU_TEST_OP_MD_CHECK_DMABUF]) {
     const m = cases[op];
     assert.ok(m !== undefined, `op ${op} has no member`);
     assert.ok(union.members.some((x) => x.name === m));
