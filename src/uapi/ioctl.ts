@@ -190,7 +190,10 @@ export const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV = 1;
 
 // ---- iommufd_test.h (selftest mock driver) -------------------------------------------------
 
-/** enum of IOMMU_TEST_OP_* (iommu_test_cmd.op); 1..23 at the reference commit. */
+/**
+ * enum of IOMMU_TEST_OP_* (iommu_test_cmd.op): 1..23 at the reference commit, plus 24
+ * (MD_CHECK_DMABUF) from the 2026 multi-phys dma-buf series the acceptance selftest uses.
+ */
 export const IOMMU_TEST_OP = {
   ADD_RESERVED: 1,
   MOCK_DOMAIN: 2,
@@ -215,6 +218,7 @@ export const IOMMU_TEST_OP = {
   PASID_CHECK_HWPT: 21,
   DMABUF_GET: 22,
   DMABUF_REVOKE: 23,
+  MD_CHECK_DMABUF: 24,
 } as const;
 
 /** iommu_hwpt_selftest.pagetable_type (MOCK_IOMMUPT_AMDV1 = 2 existed until it was removed). */

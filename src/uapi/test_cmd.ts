@@ -9,13 +9,13 @@
  *
  * Op 24, IOMMU_TEST_OP_MD_CHECK_DMABUF with its `check_dmabuf` member, comes from the 2026 patch
  * "iommufd/selftest: Check multi-phys DMA-buf scenarios" (the selftest's dmabuf_multi_page test
- * uses it); it is defined here until IOMMU_TEST_OP in ioctl.ts lists it.
+ * uses it).
  */
 import { IOMMU_TEST_OP } from "./ioctl.ts";
 import type { Layout } from "./layout.ts";
 
 /** IOMMU_TEST_OP_MD_CHECK_DMABUF: compare a mock domain's translations with a test dma-buf. */
-export const IOMMU_TEST_OP_MD_CHECK_DMABUF = 24;
+export const IOMMU_TEST_OP_MD_CHECK_DMABUF = IOMMU_TEST_OP.MD_CHECK_DMABUF;
 
 const u32 = (name: string, offset: number) => ({ name, offset, type: "u32" }) as const;
 const u64 = (name: string, offset: number) => ({ name, offset, type: "aligned_u64" }) as const;
