@@ -24,7 +24,11 @@ import {
   ENOMEM,
   type ErrnoError,
 } from "../../src/errno.ts";
-import { IOMMU_TEST_CMD, MOCK_FLAGS_DEVICE_PASID } from "../../src/uapi/index.ts";
+import {
+  IOMMU_TEST_CMD,
+  MOCK_FLAGS_DEVICE_NO_DIRTY,
+  MOCK_FLAGS_DEVICE_PASID,
+} from "../../src/uapi/index.ts";
 import { PAGE } from "./helpers/ioctl_harness.ts";
 import { OP, SelftestHarness } from "./selftest_harness.ts";
 
@@ -116,6 +120,27 @@ describe("IOMMU_TEST_OP_PASID_ATTACH", () => {
     assert.equal(h.ctx.ioctl(IOMMU_TEST_CMD, ro, h.proc).errno, EFAULT);
     assert.equal(check(h, md.stdev, 100, 0), 0);
     assert.equal(h.destroy(a), 0);
+  });
+});
+
+describe("PASIDs on dirty-tracking HWPTs", () => {
+  const DIRTY = 1 << 1;
+  it("dirty tracking toggles with a PASID attached; a NO_DIRTY device cannot attach (EINVAL)", () => {
+    const { h, ioas, md } = setup();
+    const hwpt = h.hwptAllocOk(md.idev, ioas, ALLOC_PASID | DIRTY);
+    const dev = h.mockDomain(hwpt, MOCK_FLAGS_DEVICE_PASID);
+    assert.equal(attach(h, dev.stdev, 100, hwpt).errno, 0);
+    assert.equal(h.setDirtyTracking(hwpt, true), 0);
+    assert.equal(h.setDirtyTracking(hwpt, false), 0);
+    assert.equal(detach(h, dev.stdev, 100), 0);
+    assert.equal(h.destroy(dev.stdev), 0);
+    // A device whose IOMMU has no dirty tracking cannot use a dirty-tracking domain.
+    const other = h.ioasAlloc();
+    const noDirty = h.mockDomain(other, MOCK_FLAGS_DEVICE_PASID | MOCK_FLAGS_DEVICE_NO_DIRTY);
+    assert.equal(attach(h, noDirty.stdev, 100, hwpt).errno, EINVAL);
+    assert.equal(check(h, noDirty.stdev, 100, 0), 0);
+    assert.equal(h.destroy(noDirty.stdev), 0);
+    assert.equal(h.destroy(hwpt), 0);
   });
 });
 
