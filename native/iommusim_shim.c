@@ -11,10 +11,20 @@
  *    carries a 16-byte secret that stays unread in the socket: the shim reads it back with
  *    MSG_PEEK to name the context, so only a holder of the fd can name it.
  *  - ioctl on those fds: forwarded as (secret, cmd, arg, pid, tid) over this process's control
- *    connection. The daemon performs every copy_from_user/copy_to_user itself on this process's
- *    memory (/proc/<pid>/mem), so bad pointers fault exactly where the kernel's would.
+ *    connection, with the struct at `arg` as far as process_vm_readv on ourselves can read it
+ *    (it stops exactly where the kernel's copy_from_user would fault; at most 128 bytes, no
+ *    more than the struct's size word asks). The daemon serves copies inside those bytes from
+ *    them and sends back its writes inside them, which are stored (process_vm_writev) before
+ *    the ioctl returns; every other copy it makes itself on this process's memory
+ *    (/proc/<pid>/mem), so bad pointers fault exactly where the kernel's would.
+ *  - mmap/munmap/mremap/mprotect/pkey_mprotect/brk/sbrk/shmat/shmdt/remap_file_pages of any
+ *    memory: the call is made, then a "map generation" counter moves on. Requests that copy
+ *    user memory carry it, and the daemon trusts the maps it parsed while it is unchanged.
  *  - close: after the real close, a CLOSE barrier; the daemon releases the context then if that
- *    was the last reference, so the release is complete before close() returns.
+ *    was the last reference, so the release is complete before close() returns. dup2 and dup3
+ *    over one of our fds, close_range and closefrom over them get the same barrier. The shim's
+ *    own control connection is hidden from them: dup2 onto its number moves it elsewhere first,
+ *    close_range skips it. (fcntl F_DUPFD* closes nothing, so it needs nothing.)
  *  - fds an ioctl creates (fault queues, vEVENTQs, selftest accesses and dma-bufs): the daemon
  *    cannot pass descriptors, so it answers such an ioctl "need an fd" before running it; the
  *    shim then makes another daemon-connected socket ("iommusim/o...", with its own secret)
@@ -23,8 +33,10 @@
  *  - read/write/pread/pwrite/poll/ppoll/mmap/munmap on those fds: the iommufd file has no
  *    read/write (EINVAL) and is always ready; queue fds get their record semantics from the
  *    daemon, and a poll waiting on one asks the daemon again every few milliseconds; mmap of
- *    the iommufd goes through the daemon's checks, then shared anonymous memory is mapped and
- *    the daemon copies the region's bytes into it.
+ *    the iommufd goes through the daemon's checks, then a memfd is mapped shared, which the
+ *    daemon opens through /proc/<pid>/fd and keeps equal to the region (later changes on
+ *    either side are seen by the other); without memfd_create, anonymous shared memory the
+ *    daemon fills once. The memfd's descriptor is closed as soon as the mapping is made.
  *  - access("/sys/bus/iommufd_mock"): 0, which is how the kernel selftest detects a test build.
  *  - /proc/self/task/<tid>/fail-nth, /proc/<pid>/task/<tid>/fail-nth, /proc/thread-self/fail-nth
  *    and /proc/<pid>/fail-nth: a local socket stands for the file; reads and writes go to the
@@ -59,8 +71,10 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +83,10 @@
 
 #define HDR_SIZE 16
 #define SECRET_SIZE 16
+#define INLINE_MAX 128			/* struct bytes an IOCTL request carries */
+#define IOCTL_FIXED 64			/* IOCTL payload before the inline bytes */
+#define REQ_MAX (IOCTL_FIXED + INLINE_MAX) /* largest request payload */
+#define REPLY_MAX (8 + INLINE_MAX * 5)	/* largest reply payload the shim reads */
 enum {
 	OP_OPEN = 1,
 	OP_HELLO = 2,
@@ -203,9 +221,9 @@ static long exchange(int fd, uint32_t op, const void *payload, uint32_t plen, vo
 		     uint32_t cap, int keep_payload)
 {
 	static uint32_t seq;
-	uint8_t frame[HDR_SIZE + 128];
-	uint8_t hdr[HDR_SIZE];
-	uint32_t len = HDR_SIZE + plen, rlen;
+	uint8_t frame[HDR_SIZE + REQ_MAX];
+	uint8_t in[HDR_SIZE + REPLY_MAX];
+	uint32_t len = HDR_SIZE + plen, rlen = 0, got = 0;
 	int32_t ret;
 
 	if (plen > sizeof(frame) - HDR_SIZE)
@@ -216,26 +234,46 @@ static long exchange(int fd, uint32_t op, const void *payload, uint32_t plen, vo
 	put32(frame, 12, 0);
 	if (plen)
 		memcpy(frame + HDR_SIZE, payload, plen);
-	if (write_all(fd, frame, len) || read_all(fd, hdr, HDR_SIZE))
+	if (write_all(fd, frame, len))
 		return -EIO;
-	memcpy(&rlen, hdr, 4);
-	memcpy(&ret, hdr + 12, 4);
-	if (rlen < HDR_SIZE)
-		return -EIO;
-	rlen -= HDR_SIZE;
-	if (keep_payload)
+	if (keep_payload) {
+		/* Only the header: the payload (a secret) stays in the socket. */
+		if (read_all(fd, in, HDR_SIZE))
+			return -EIO;
+		memcpy(&ret, in + 12, 4);
 		return ret;
+	}
+	/* One request is outstanding on this connection, so whatever arrives is its reply: read
+	 * it with as few calls as it takes. */
+	while (got < HDR_SIZE || got < rlen) {
+		uint32_t room = rlen > got && rlen <= sizeof(in) ? rlen - got : (uint32_t)sizeof(in) - got;
+		ssize_t n = recv(fd, in + got, room, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EIO;
+		got += (uint32_t)n;
+		if (got >= 4 && rlen == 0) {
+			memcpy(&rlen, in, 4);
+			if (rlen < HDR_SIZE)
+				return -EIO;
+			if (rlen > sizeof(in))
+				break; /* larger than any reply we ask for: the rest is drained below */
+		}
+	}
+	memcpy(&ret, in + 12, 4);
+	if (reply && cap) {
+		uint32_t have = (got < rlen ? got : rlen) - HDR_SIZE;
+		memcpy(reply, in + HDR_SIZE, have < cap ? have : cap);
+	}
+	if (rlen <= got)
+		return ret;
+	rlen -= got;
 	while (rlen > 0) {
 		uint8_t sink[64];
 		uint32_t n = rlen < sizeof(sink) ? rlen : (uint32_t)sizeof(sink);
 		if (read_all(fd, sink, n))
 			return -EIO;
-		if (reply && cap) {
-			uint32_t c = n < cap ? n : cap;
-			memcpy(reply, sink, c);
-			reply = (uint8_t *)reply + c;
-			cap -= c;
-		}
 		rlen -= n;
 	}
 	return ret;
@@ -376,6 +414,104 @@ static long call(uint32_t op, const void *payload, uint32_t plen, void *reply, u
 }
 
 static int is_ctl_fd(int fd) { return fd >= 0 && fd == ctl_fd && ctl_pid == getpid(); }
+
+/* ---- the map generation and inline struct bytes ------------------------------------------ */
+
+/*
+ * Bumped after every call of the program's that can change its mappings (mmap, munmap, mremap,
+ * mprotect, pkey_mprotect, brk, sbrk, shmat, shmdt, remap_file_pages) and sent with every
+ * request that copies user memory: the daemon keeps its parsed /proc/<pid>/maps while the
+ * generation is unchanged. Never 0 (the wire's "unknown").
+ */
+static uint32_t map_gen = 1;
+
+static void maps_changed(void)
+{
+	if (__atomic_add_fetch(&map_gen, 1, __ATOMIC_RELEASE) == 0)
+		__atomic_store_n(&map_gen, 1, __ATOMIC_RELEASE);
+}
+
+static uint32_t current_map_gen(void)
+{
+	uint32_t g = __atomic_load_n(&map_gen, __ATOMIC_ACQUIRE);
+	return g ? g : 1;
+}
+
+/* process_vm_readv/writev work here (a seccomp filter may refuse them). */
+static int self_copy_ok = 1;
+
+/*
+ * Reads what it can of the struct at `arg` into `dst` (at most INLINE_MAX bytes, and no more
+ * than the struct's leading u32 size asks) and returns the count. process_vm_readv on ourselves
+ * never raises a signal and stops at the first page a user copy could not read, so the bytes
+ * we send are exactly the ones the kernel's copy_from_user would see. Past the page holding
+ * `arg`, the next page is touched only when the struct reaches into it.
+ */
+static uint32_t read_inline(pid_t self, uintptr_t arg, uint8_t *dst)
+{
+	static long page;
+	struct iovec local, remote;
+	uint32_t size, want, first;
+	ssize_t n;
+	int saved = errno;
+
+	if (!__atomic_load_n(&self_copy_ok, __ATOMIC_RELAXED) || arg == 0 ||
+	    arg > UINTPTR_MAX - INLINE_MAX)
+		return 0;
+	if (!page)
+		page = sysconf(_SC_PAGESIZE);
+	first = (uint32_t)((uintptr_t)page - (arg & ((uintptr_t)page - 1)));
+	if (first > INLINE_MAX)
+		first = INLINE_MAX;
+	local = (struct iovec){dst, first};
+	remote = (struct iovec){(void *)arg, first};
+	n = process_vm_readv(self, &local, 1, &remote, 1, 0);
+	if (n < 4) {
+		if (n < 0 && (errno == ENOSYS || errno == EPERM))
+			__atomic_store_n(&self_copy_ok, 0, __ATOMIC_RELAXED);
+		errno = saved;
+		return 0;
+	}
+	memcpy(&size, dst, 4);
+	want = size < 4 ? 4 : (size > INLINE_MAX ? INLINE_MAX : size);
+	if (want > (uint32_t)n) {
+		/* The struct goes on into the next page. */
+		local = (struct iovec){dst + n, want - (uint32_t)n};
+		remote = (struct iovec){(void *)(arg + (uintptr_t)n), want - (uint32_t)n};
+		ssize_t more = process_vm_readv(self, &local, 1, &remote, 1, 0);
+		if (more > 0)
+			n += more;
+	}
+	errno = saved;
+	return want < (uint32_t)n ? want : (uint32_t)n;
+}
+
+/* Stores the daemon's writes into the struct at `arg`: records of (u16 offset, u16 length,
+ * bytes), all in one process_vm_writev. */
+static void write_back(pid_t self, uintptr_t arg, const uint8_t *rec, uint32_t len)
+{
+	struct iovec local[16], remote[16];
+	int n = 0, saved = errno;
+
+	while (len >= 4) {
+		uint16_t off, l;
+		memcpy(&off, rec, 2);
+		memcpy(&l, rec + 2, 2);
+		if (4u + l > len)
+			break;
+		local[n] = (struct iovec){(void *)(rec + 4), l};
+		remote[n] = (struct iovec){(void *)(arg + off), l};
+		rec += 4 + l;
+		len -= 4u + l;
+		if (++n == 16 || len < 4) {
+			process_vm_writev(self, local, (unsigned long)n, remote, (unsigned long)n, 0);
+			n = 0;
+		}
+	}
+	if (n)
+		process_vm_writev(self, local, (unsigned long)n, remote, (unsigned long)n, 0);
+	errno = saved;
+}
 
 /* ---- recognising our fds ----------------------------------------------------------------- */
 
@@ -854,8 +990,9 @@ int faccessat(int dirfd, const char *path, int mode, int flags)
 int ioctl(int fd, unsigned long request, ...)
 {
 	struct fd_ident id;
-	uint8_t req[56], reply[8], obj_secret[SECRET_SIZE];
-	uint32_t flags = 0;
+	uint8_t req[REQ_MAX], reply[REPLY_MAX], obj_secret[SECRET_SIZE];
+	uint32_t flags = 0, inline_len, wb_len;
+	pid_t self = getpid();
 	int obj = -1;
 	va_list ap;
 	void *arg;
@@ -876,13 +1013,19 @@ int ioctl(int fd, unsigned long request, ...)
 	put32(req, 16, (uint32_t)request); /* the syscall takes an unsigned int cmd */
 	put32(req, 20, (uint32_t)my_tid());
 	put64(req, 24, (uint64_t)(uintptr_t)arg);
-	put32(req, 32, (uint32_t)getpid());
+	put32(req, 32, (uint32_t)self);
 	put32(req, 36, (uint32_t)-1);
 	memset(req + 40, 0, SECRET_SIZE);
 	for (;;) {
-		memset(reply, 0, sizeof(reply));
-		ret = call(OP_IOCTL, req, sizeof(req), reply, sizeof(reply));
+		put32(req, 56, current_map_gen());
+		inline_len = read_inline(self, (uintptr_t)arg, req + IOCTL_FIXED);
+		put32(req, 60, inline_len);
+		memset(reply, 0, 8);
+		ret = call(OP_IOCTL, req, IOCTL_FIXED + inline_len, reply, sizeof(reply));
 		memcpy(&flags, reply, 4);
+		memcpy(&wb_len, reply + 4, 4);
+		if (wb_len > 0 && wb_len <= sizeof(reply) - 8)
+			write_back(self, (uintptr_t)arg, reply + 8, wb_len);
 		if (ret < 0 || !(flags & REPLY_NEED_FD) || obj >= 0)
 			break;
 		/* The call makes a file: give it a descriptor, then ask again. */
@@ -903,11 +1046,27 @@ int ioctl(int fd, unsigned long request, ...)
 	return (int)ret;
 }
 
+/* After `fd`, which was `id`, lost a descriptor: the barrier (the daemon releases the file then
+ * if that was its last reference, before we return), or the fail-nth position's reset. */
+static void closed_fd(int fd, int kind, const struct fd_ident *id)
+{
+	int saved = errno;
+	if (kind == KIND_IOMMUFD || kind == KIND_OBJECT) {
+		uint8_t req[24];
+		memcpy(req, id->secret, SECRET_SIZE);
+		put32(req, 16, (uint32_t)getpid());
+		put32(req, 20, (uint32_t)my_tid());
+		call(OP_CLOSE, req, sizeof(req), NULL, 0);
+	} else if (kind == KIND_FAILNTH && fd >= 0 && fd < FN_POS_SLOTS) {
+		fn_pos[fd] = 0;
+	}
+	errno = saved;
+}
+
 int close(int fd)
 {
 	struct fd_ident id;
-	uint8_t req[24];
-	int kind = fd_kind(fd, &id), r, saved;
+	int kind = fd_kind(fd, &id), r;
 
 	if (kind == KIND_NONE) {
 		if (is_ctl_fd(fd)) {
@@ -917,17 +1076,190 @@ int close(int fd)
 		return (int)syscall(SYS_close, fd);
 	}
 	r = (int)syscall(SYS_close, fd);
-	saved = errno;
-	if (kind == KIND_IOMMUFD || kind == KIND_OBJECT) {
-		memcpy(req, id.secret, SECRET_SIZE);
-		put32(req, 16, (uint32_t)getpid());
-		put32(req, 20, (uint32_t)my_tid());
-		call(OP_CLOSE, req, sizeof(req), NULL, 0); /* barrier: the release is done */
-	} else if (fd < FN_POS_SLOTS) {
-		fn_pos[fd] = 0;
+	closed_fd(fd, kind, &id);
+	return r;
+}
+
+/* ---- descriptors closed by other calls: dup2, dup3, close_range, closefrom --------------- */
+
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*close_range_fn)(unsigned int, unsigned int, int);
+typedef void (*closefrom_fn)(int);
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/*
+ * `newfd` is about to be replaced: if it is the shim's control connection, move that out of
+ * the way first (the program owns the number, and losing the connection would end this
+ * process's mappings in the daemon). Call with ctl_lock held.
+ */
+static int move_ctl_from(int newfd)
+{
+	if (!is_ctl_fd(newfd))
+		return 0;
+	int moved = fcntl(ctl_fd, F_DUPFD_CLOEXEC, CTL_FD_FLOOR);
+	if (moved < 0)
+		return 0;
+	ctl_fd = moved; /* the old number is the program's now; dup2 closes it */
+	return 1;
+}
+
+static int do_dup(const char *sym, int oldfd, int newfd, int flags, int three)
+{
+	struct fd_ident id;
+	int kind = KIND_NONE, r, old_kind, saved, moved = 0;
+	off_t pos = 0;
+
+	pthread_once(&once, init_once);
+	pthread_mutex_lock(&ctl_lock);
+	if (oldfd != newfd && newfd >= 0) {
+		moved = move_ctl_from(newfd);
+		kind = fd_kind(newfd, &id);
 	}
+	{
+		struct fd_ident old_id;
+		old_kind = fd_kind(oldfd, &old_id);
+		if (old_kind == KIND_FAILNTH && oldfd < FN_POS_SLOTS)
+			pos = fn_pos[oldfd];
+	}
+	r = three ? REAL(dup3_fn, sym)(oldfd, newfd, flags) : REAL(dup2_fn, sym)(oldfd, newfd);
+	saved = errno;
+	if (r < 0 && moved) {
+		/* Nothing was replaced: the connection goes back to its number. */
+		raw_close(ctl_fd);
+		ctl_fd = newfd;
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	if (r >= 0 && kind != KIND_NONE)
+		closed_fd(newfd, kind, &id);
+	/* dup'd descriptors share the file position; ours is kept per number, so copy it. */
+	if (r >= 0 && old_kind == KIND_FAILNTH && r < FN_POS_SLOTS)
+		fn_pos[r] = pos;
 	errno = saved;
 	return r;
+}
+
+int dup2(int oldfd, int newfd) { return do_dup("dup2", oldfd, newfd, 0, 0); }
+
+int dup3(int oldfd, int newfd, int flags) { return do_dup("dup3", oldfd, newfd, flags, 1); }
+
+struct closing {
+	int fd, kind;
+	struct fd_ident id;
+};
+
+/* Our descriptors (iommufd, object, fail-nth) open in [first, last]; the caller frees *out. */
+static int our_fds_in(unsigned int first, unsigned int last, struct closing **out)
+{
+	struct closing *list = NULL;
+	int n = 0, cap = 0, dir;
+	char buf[4096];
+
+	*out = NULL;
+	dir = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd",
+			   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return -1;
+	for (;;) {
+		long got = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+		if (got <= 0)
+			break;
+		for (long at = 0; at < got;) {
+			/* struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name */
+			uint16_t reclen;
+			memcpy(&reclen, buf + at + 16, 2);
+			const char *name = buf + at + 19;
+			at += reclen;
+			if (name[0] < '0' || name[0] > '9')
+				continue;
+			unsigned long v = strtoul(name, NULL, 10);
+			if (v < first || v > last || (int)v == dir)
+				continue;
+			struct fd_ident id;
+			int kind = fd_kind((int)v, &id);
+			if (kind == KIND_NONE)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				struct closing *bigger = realloc(list, (size_t)cap * sizeof(*list));
+				if (!bigger)
+					break;
+				list = bigger;
+			}
+			list[n].fd = (int)v;
+			list[n].kind = kind;
+			list[n].id = id;
+			n++;
+		}
+	}
+	raw_close(dir);
+	*out = list;
+	return n;
+}
+
+/* close_range itself: the real function when libc has it, else the system call. */
+static int real_close_range(unsigned int first, unsigned int last, int flags)
+{
+	static close_range_fn fn;
+	static int looked;
+	if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
+		fn = (close_range_fn)dlsym(RTLD_NEXT, "close_range");
+		__atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+	}
+	if (fn)
+		return fn(first, last, flags);
+#ifdef SYS_close_range
+	return (int)syscall(SYS_close_range, first, last, flags);
+#else
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+	struct closing *ours = NULL;
+	int n = 0, r, saved;
+
+	if (flags & CLOSE_RANGE_CLOEXEC)
+		return real_close_range(first, last, flags); /* nothing is closed now */
+	pthread_once(&once, init_once);
+	pthread_mutex_lock(&ctl_lock);
+	if (first <= last)
+		n = our_fds_in(first, last, &ours);
+	/* The control connection survives, hidden as it is from the program. */
+	if (ctl_fd >= 0 && ctl_pid == getpid() && (unsigned int)ctl_fd >= first &&
+	    (unsigned int)ctl_fd <= last) {
+		unsigned int c = (unsigned int)ctl_fd;
+		r = 0;
+		if (c > first)
+			r = real_close_range(first, c - 1, flags);
+		if (r == 0 && c < last)
+			r = real_close_range(c + 1, last, flags);
+	} else {
+		r = real_close_range(first, last, flags);
+	}
+	saved = errno;
+	pthread_mutex_unlock(&ctl_lock);
+	if (r == 0)
+		for (int i = 0; i < n; i++)
+			closed_fd(ours[i].fd, ours[i].kind, &ours[i].id);
+	free(ours);
+	errno = saved;
+	return r;
+}
+
+void closefrom(int lowfd)
+{
+	if (close_range(lowfd < 0 ? 0 : (unsigned int)lowfd, ~0U, 0) == 0)
+		return;
+	/* No close_range in this kernel: libc's own way, without barriers. */
+	closefrom_fn fn = (closefrom_fn)dlsym(RTLD_NEXT, "closefrom");
+	if (fn)
+		fn(lowfd);
 }
 
 /* ---- fail-nth reads and writes ----------------------------------------------------------- */
@@ -935,7 +1267,7 @@ int close(int fd)
 static ssize_t failnth_rw(int fd, const struct fd_ident *id, void *buf, size_t count,
 			  off_t pos, int use_file_pos, int writing)
 {
-	uint8_t req[40];
+	uint8_t req[48];
 	long ret;
 
 	if (writing ? id->mode == 'r' : id->mode == 'w') {
@@ -951,6 +1283,8 @@ static ssize_t failnth_rw(int fd, const struct fd_ident *id, void *buf, size_t c
 	put64(req, 16, (uint64_t)(uintptr_t)buf);
 	put64(req, 24, (uint64_t)count);
 	put64(req, 32, (uint64_t)pos);
+	put32(req, 40, current_map_gen());
+	put32(req, 44, 0);
 	ret = call(writing ? OP_FAILNTH_WRITE : OP_FAILNTH_READ, req, sizeof(req), NULL, 0);
 	if (ret < 0) {
 		errno = (int)-ret;
@@ -965,7 +1299,7 @@ static ssize_t failnth_rw(int fd, const struct fd_ident *id, void *buf, size_t c
 static ssize_t object_rw(const struct fd_ident *id, void *buf, size_t count, off_t pos,
 			 int writing)
 {
-	uint8_t req[48];
+	uint8_t req[56];
 	long ret;
 
 	if (writing ? id->mode == 'r' : id->mode == 'w') {
@@ -978,6 +1312,8 @@ static ssize_t object_rw(const struct fd_ident *id, void *buf, size_t count, off
 	put64(req, 24, (uint64_t)(uintptr_t)buf);
 	put64(req, 32, (uint64_t)count);
 	put64(req, 40, (uint64_t)pos);
+	put32(req, 48, current_map_gen());
+	put32(req, 52, 0);
 	ret = call(writing ? OP_OBJ_WRITE : OP_OBJ_READ, req, sizeof(req), NULL, 0);
 	if (ret < 0) {
 		errno = (int)-ret;
@@ -1239,10 +1575,10 @@ static void *do_mmap(const char *sym, void *addr, size_t len, int prot, int flag
 		     off_t off)
 {
 	struct fd_ident id;
-	uint8_t req[48], reply[8], done[16];
+	uint8_t req[48], reply[8], done[24];
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	long ret;
-	int saved;
+	int saved, memfd;
 	void *p;
 
 	if (fd < 0 || (flags & MAP_ANONYMOUS))
@@ -1273,13 +1609,32 @@ static void *do_mmap(const char *sym, void *addr, size_t len, int prot, int flag
 		errno = (int)-ret;
 		return MAP_FAILED;
 	}
-	/* The region becomes shared memory here that the daemon fills through /proc/<pid>/mem. */
-	p = REAL(mmap_fn, sym)(addr, len, prot, (flags & ~0xf) | MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	/* The region becomes a memfd we map shared and the daemon opens too (through
+	 * /proc/<pid>/fd), keeping it equal to the region; without one, anonymous shared memory
+	 * the daemon fills once through /proc/<pid>/mem. */
+#ifdef SYS_memfd_create
+	memfd = (int)syscall(SYS_memfd_create, "iommusim-mmap", 1U /* MFD_CLOEXEC */);
+#else
+	memfd = -1;
+#endif
+	if (memfd >= 0 && ftruncate(memfd, (off_t)len) != 0) {
+		raw_close(memfd);
+		memfd = -1;
+	}
+	if (memfd >= 0)
+		p = REAL(mmap_fn, sym)(addr, len, prot, (flags & ~0xf) | MAP_SHARED, memfd, 0);
+	else
+		p = REAL(mmap_fn, sym)(addr, len, prot, (flags & ~0xf) | MAP_SHARED | MAP_ANONYMOUS,
+				       -1, 0);
 	saved = errno;
 	memcpy(done, reply, 4);
 	put32(done, 4, (uint32_t)getpid());
 	put64(done, 8, p == MAP_FAILED ? 0 : (uint64_t)(uintptr_t)p);
+	put32(done, 16, (uint32_t)(p == MAP_FAILED ? -1 : memfd));
+	put32(done, 20, 0);
 	call(OP_MMAP_ADDR, done, sizeof(done), NULL, 0);
+	if (memfd >= 0)
+		raw_close(memfd); /* the mapping and the daemon's descriptor keep the file */
 	errno = saved;
 	if (p != MAP_FAILED) {
 		pthread_mutex_lock(&ctl_lock);
@@ -1299,12 +1654,16 @@ static void *do_mmap(const char *sym, void *addr, size_t len, int prot, int flag
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return do_mmap("mmap", addr, len, prot, flags, fd, off);
+	void *p = do_mmap("mmap", addr, len, prot, flags, fd, off);
+	maps_changed(); /* even a failed MAP_FIXED may have unmapped what was there */
+	return p;
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return do_mmap("mmap64", addr, len, prot, flags, fd, off);
+	void *p = do_mmap("mmap64", addr, len, prot, flags, fd, off);
+	maps_changed();
+	return p;
 }
 
 int munmap(void *addr, size_t len)
@@ -1312,8 +1671,11 @@ int munmap(void *addr, size_t len)
 	uintptr_t a = (uintptr_t)addr;
 	struct mmap_slot hit = {0};
 
-	if (__atomic_load_n(&mmap_count, __ATOMIC_RELAXED) == 0)
-		return REAL(munmap_fn, "munmap")(addr, len);
+	if (__atomic_load_n(&mmap_count, __ATOMIC_RELAXED) == 0) {
+		int r = REAL(munmap_fn, "munmap")(addr, len);
+		maps_changed();
+		return r;
+	}
 	pthread_mutex_lock(&ctl_lock);
 	for (int i = 0; i < MMAP_SLOTS; i++) {
 		if (mmaps[i].len && a < mmaps[i].addr + mmaps[i].len && mmaps[i].addr < a + len) {
@@ -1333,5 +1695,82 @@ int munmap(void *addr, size_t len)
 		put64(req, 32, (uint64_t)hit.len);
 		call(OP_MUNMAP, req, sizeof(req), NULL, 0);
 	}
-	return REAL(munmap_fn, "munmap")(addr, len);
+	int r = REAL(munmap_fn, "munmap")(addr, len);
+	maps_changed();
+	return r;
+}
+
+/* ---- other calls that change the mappings: only the map generation moves ----------------- */
+
+typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
+typedef int (*mprotect_fn)(void *, size_t, int);
+typedef int (*pkey_mprotect_fn)(void *, size_t, int, int);
+typedef int (*brk_fn)(void *);
+typedef void *(*sbrk_fn)(intptr_t);
+typedef void *(*shmat_fn)(int, const void *, int);
+typedef int (*shmdt_fn)(const void *);
+typedef int (*remap_file_pages_fn)(void *, size_t, int, size_t, int);
+
+void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *new_addr = NULL, *p;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	p = REAL(mremap_fn, "mremap")(old, old_len, new_len, flags, new_addr);
+	maps_changed();
+	return p;
+}
+
+int mprotect(void *addr, size_t len, int prot)
+{
+	int r = REAL(mprotect_fn, "mprotect")(addr, len, prot);
+	maps_changed();
+	return r;
+}
+
+int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
+{
+	int r = REAL(pkey_mprotect_fn, "pkey_mprotect")(addr, len, prot, pkey);
+	maps_changed();
+	return r;
+}
+
+int brk(void *end)
+{
+	int r = REAL(brk_fn, "brk")(end);
+	maps_changed();
+	return r;
+}
+
+void *sbrk(intptr_t delta)
+{
+	void *p = REAL(sbrk_fn, "sbrk")(delta);
+	if (delta)
+		maps_changed();
+	return p;
+}
+
+void *shmat(int id, const void *addr, int flags)
+{
+	void *p = REAL(shmat_fn, "shmat")(id, addr, flags);
+	maps_changed();
+	return p;
+}
+
+int shmdt(const void *addr)
+{
+	int r = REAL(shmdt_fn, "shmdt")(addr);
+	maps_changed();
+	return r;
+}
+
+int remap_file_pages(void *addr, size_t size, int prot, size_t pgoff, int flags)
+{
+	int r = REAL(remap_file_pages_fn, "remap_file_pages")(addr, size, prot, pgoff, flags);
+	maps_changed();
+	return r;
 }

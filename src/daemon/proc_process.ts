@@ -30,6 +30,27 @@
  *    process (mm->pinned_vm, mm->locked_vm); USER-mode locked pages per real uid
  *    (user->locked_vm is per user_struct).
  *
+ * What a call costs. Reading /proc/<pid>/maps costs tens of microseconds, so the parsed maps are
+ * kept between calls and trusted for user copies while the shim's map generation (a counter it
+ * bumps after every mmap, munmap, mremap, mprotect, brk, shmat, dlopen... the program makes)
+ * is unchanged. Whatever the cache says is unreachable is looked up again in fresh maps before
+ * it faults (a stack that grew, memory malloc mapped behind the shim's back); memory unmapped
+ * behind its back faults in /proc/<pid>/mem itself. What the cache cannot see is a protection
+ * lowered behind the shim's back (a raw mprotect system call, or libc's own mprotect inside
+ * dlopen or a thread's stack guard): a copy there succeeds where the kernel's would fault,
+ * until the program's next mapping call. Pinning always uses maps read in the same call:
+ * page identity must be exact. The procfs files stay open
+ * (pread from 0 reads them afresh), and the caller counts as alive for the length of its own
+ * call, as a task is while it is inside a syscall.
+ *
+ * The top-level struct of an ioctl usually arrives inline: the shim reads what it can of the
+ * bytes at `arg` (process_vm_readv on itself, which faults exactly where the kernel's copy
+ * would) and sends them with the request. While that "inline window" is open, copies inside it
+ * are served from those bytes, and writes inside it that the maps allow are kept and sent back
+ * with the reply for the shim to store before the ioctl returns. Anything that could observe
+ * the real memory in between (a copy straddling the window, a pinned page's access) first
+ * stores the pending bytes through /proc/<pid>/mem and closes the window.
+ *
  * Node opens every file close-on-exec (libuv adds O_CLOEXEC), so the client's children never
  * inherit these descriptors.
  *
@@ -48,6 +69,7 @@ import {
 } from "node:fs";
 import type { UserAccounting, UserFile, UserPage, UserProcess } from "../core/user_mm.ts";
 import { EBADF, EFAULT } from "../errno.ts";
+import { INLINE_MAX } from "./protocol.ts";
 
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
@@ -57,6 +79,7 @@ const BLOCK_PAGES = 512;
 const FIRST_PFN = 0x10_0000;
 /** Addresses at or above this cannot be a user address (and are not exact as Numbers). */
 const USER_LIMIT = 2 ** 53;
+const USER_LIMIT_BIG = BigInt(USER_LIMIT);
 
 const CAP_IPC_LOCK = 14n;
 const CAP_SYS_RESOURCE = 24n;
@@ -215,6 +238,7 @@ export class ProcPage implements UserPage {
   }
 
   read(offset: number, dst: Uint8Array): void {
+    openWindow?.beforePageAccess(this);
     if (this.file !== undefined) {
       let got = 0;
       try {
@@ -229,6 +253,7 @@ export class ProcPage implements UserPage {
   }
 
   write(offset: number, src: Uint8Array): void {
+    openWindow?.beforePageAccess(this);
     if (this.file?.writable) {
       try {
         pwriteAll(this.file.fd, src, this.fileOffset + offset);
@@ -367,6 +392,65 @@ function readProc(path: string): string | undefined {
   }
 }
 
+/** Scratch for procfs reads; grown when a file does not fit (one read runs at a time). */
+let procScratch = Buffer.allocUnsafe(16384);
+
+/**
+ * A procfs file of one process held open and read afresh from offset 0 on each `read` (each
+ * pread at 0 regenerates a seq_file). Undefined when it cannot be opened or read: the process
+ * is gone (a held /proc/<pid> file answers ESRCH once its task has been reaped, even if the
+ * pid is reused).
+ */
+class ProcfsFile {
+  private fd = -1;
+  private failed = false;
+  private readonly path: string;
+
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  read(): string | undefined {
+    if (this.fd < 0) {
+      if (this.failed) return undefined;
+      try {
+        this.fd = openSync(this.path, constants.O_RDONLY);
+      } catch {
+        this.failed = true;
+        return undefined;
+      }
+    }
+    let done = 0;
+    try {
+      for (;;) {
+        if (done === procScratch.length) {
+          const bigger = Buffer.allocUnsafe(procScratch.length * 2);
+          procScratch.copy(bigger, 0, 0, done);
+          procScratch = bigger;
+        }
+        const n = readSync(this.fd, procScratch, done, procScratch.length - done, done);
+        if (n === 0) break;
+        done += n;
+      }
+    } catch {
+      return undefined;
+    }
+    return procScratch.toString("latin1", 0, done);
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.fd = -1;
+    this.failed = true;
+  }
+}
+
 interface StatFields {
   state: string;
   startTime: string;
@@ -375,7 +459,10 @@ interface StatFields {
 /** Field 3 (state) and field 22 (starttime) of /proc/<pid>/stat; the comm may hold spaces. */
 function readStat(pid: number): StatFields | undefined {
   const text = readProc(`/proc/${pid}/stat`);
-  if (text === undefined) return undefined;
+  return text === undefined ? undefined : parseStat(text);
+}
+
+function parseStat(text: string): StatFields | undefined {
   const close = text.lastIndexOf(")");
   if (close < 0) return undefined;
   const rest = text.slice(close + 2).split(" ");
@@ -472,6 +559,18 @@ function unpinnable(v: Vma): boolean {
   return v.path === "[vvar]" || v.path === "[vvar_vclock]";
 }
 
+/**
+ * Counts the daemon's calls. What is read "once per call" (limits, capabilities, liveness, the
+ * maps pinning needs) remembers the count it was read at, so starting a call costs nothing
+ * however many processes the daemon knows.
+ */
+export class CallClock {
+  epoch = 1;
+}
+
+/** The process whose inline window is open, if any (one call runs at a time). */
+let openWindow: ProcProcess | undefined;
+
 /** A live client process. One object per process, so the core can compare callers by identity. */
 export class ProcProcess implements UserProcess {
   readonly pid: number;
@@ -480,18 +579,54 @@ export class ProcProcess implements UserProcess {
   readonly uid: number;
   readonly accounting: UserAccounting;
   private readonly registry: PageRegistry;
+  private readonly clock: CallClock;
   private memFd = -1;
-  private epochMaps: Vma[] | undefined;
-  private epochStatus: string | undefined;
-  private epochLimits: string | undefined;
-  private epochAlive: boolean | undefined;
+  private readonly mapsFile: ProcfsFile;
+  private readonly statFile: ProcfsFile;
+  private readonly statusFile: ProcfsFile;
+  private readonly limitsFile: ProcfsFile;
+  /** Parsed maps, kept across calls while the shim's map generation stays `mapsGen`. */
+  private cachedMaps: Vma[] | undefined;
+  private mapsGen = 0;
+  /** The call the cached maps were read in. */
+  private mapsEpoch = 0;
+  /** The map generation the current call named (0: unknown, trust no cache). */
+  private callGen = 0;
+  /** The call this process is making (it is alive throughout, as a task inside a syscall). */
+  private callerEpoch = 0;
+  private aliveValue = false;
+  private aliveEpoch = 0;
+  private statusText = "";
+  private statusEpoch = 0;
+  private limitsText = "";
+  private limitsEpoch = 0;
+  // The inline window: bytes [windowVa, windowVa + windowLen) as the shim read them, with the
+  // writes of this call applied and marked dirty.
+  private windowVa = 0;
+  private windowLen = 0;
+  private windowDirty = false;
+  private readonly windowBytes = new Uint8Array(INLINE_MAX);
+  private readonly windowMask = new Uint8Array(INLINE_MAX);
+  /** Times /proc/<pid>/maps was read and parsed (tests and stats look). */
+  mapsReads = 0;
 
-  constructor(pid: number, registry: PageRegistry, locked: LockedVmByUser) {
+  constructor(
+    pid: number,
+    registry: PageRegistry,
+    locked: LockedVmByUser,
+    clock: CallClock = new CallClock(),
+  ) {
     this.pid = pid;
     this.registry = registry;
-    const st = readStat(pid);
+    this.clock = clock;
+    this.mapsFile = new ProcfsFile(`/proc/${pid}/maps`);
+    this.statFile = new ProcfsFile(`/proc/${pid}/stat`);
+    this.statusFile = new ProcfsFile(`/proc/${pid}/status`);
+    this.limitsFile = new ProcfsFile(`/proc/${pid}/limits`);
+    const statText = this.statFile.read();
+    const st = statText === undefined ? undefined : parseStat(statText);
     this.startTime = st?.startTime ?? "";
-    const status = readProc(`/proc/${pid}/status`);
+    const status = this.statusFile.read();
     const uidLine = status === undefined ? null : /^Uid:\s+(\d+)/m.exec(status);
     this.uid = uidLine === null ? -1 : Number(uidLine[1]);
     this.accounting = new ProcAccounting(this, locked);
@@ -504,71 +639,240 @@ export class ProcProcess implements UserProcess {
     }
   }
 
-  /** Starts a new call: maps, limits and capabilities are read afresh when next needed. */
+  /** Forgets everything read from procfs: maps, limits, capabilities and liveness. */
   beginCall(): void {
-    this.epochMaps = undefined;
-    this.epochStatus = undefined;
-    this.epochLimits = undefined;
-    this.epochAlive = undefined;
+    this.cachedMaps = undefined;
+    this.callGen = 0;
+    this.aliveEpoch = 0;
+    this.statusEpoch = 0;
+    this.limitsEpoch = 0;
+  }
+
+  /**
+   * Starts a call this process makes (the host's clock has moved on already). `mapGen` is the
+   * shim's map generation (0: unknown): the cached maps stay only if they were read under it.
+   */
+  enterCall(mapGen: number): void {
+    this.callGen = mapGen;
+    if (mapGen === 0 || mapGen !== this.mapsGen) this.cachedMaps = undefined;
+    this.callerEpoch = this.clock.epoch;
   }
 
   /** Whether this very process (not a successor with its pid) still runs and has its memory. */
   get alive(): boolean {
-    if (this.epochAlive === undefined) {
-      const st = readStat(this.pid);
-      this.epochAlive =
-        st !== undefined &&
-        st.startTime === this.startTime &&
-        st.state !== "Z" &&
-        st.state !== "X" &&
-        this.memFd >= 0;
+    const epoch = this.clock.epoch;
+    if (this.callerEpoch === epoch) return this.memFd >= 0;
+    if (this.aliveEpoch !== epoch) {
+      const text = this.memFd >= 0 ? this.statFile.read() : undefined;
+      const st = text === undefined ? undefined : parseStat(text);
+      this.aliveValue =
+        st !== undefined && st.startTime === this.startTime && st.state !== "Z" && st.state !== "X";
+      this.aliveEpoch = epoch;
     }
-    return this.epochAlive;
+    return this.aliveValue;
   }
 
-  /** The current mappings (read once per call). */
+  /** The mappings: the cached parse while the map generation holds, else read now. */
   maps(): Vma[] {
-    if (this.epochMaps === undefined) {
-      const text = this.alive ? readProc(`/proc/${this.pid}/maps`) : undefined;
-      this.epochMaps = text === undefined ? [] : parseMaps(text);
+    return this.cachedMaps ?? this.readMaps();
+  }
+
+  /** The mappings as read during this call (what page identity needs). */
+  freshMaps(): Vma[] {
+    if (this.cachedMaps !== undefined && this.mapsEpoch === this.clock.epoch) {
+      return this.cachedMaps;
     }
-    return this.epochMaps;
+    return this.readMaps();
+  }
+
+  private readMaps(): Vma[] {
+    this.mapsReads++;
+    const text = this.alive ? this.mapsFile.read() : undefined;
+    const vmas = text === undefined ? [] : parseMaps(text);
+    this.cachedMaps = vmas;
+    this.mapsEpoch = this.clock.epoch;
+    this.mapsGen = this.callGen;
+    return vmas;
+  }
+
+  /**
+   * How much of [at, at + len) the mappings let a user copy reach; what the cached maps refuse
+   * is looked up again in fresh ones (a grown stack, memory mapped behind the shim's back).
+   */
+  private reachable(at: number, len: number, write: boolean): number {
+    const n = accessiblePrefix(this.maps(), at, len, write);
+    if (n === len || this.mapsEpoch === this.clock.epoch) return n;
+    return accessiblePrefix(this.freshMaps(), at, len, write);
   }
 
   /** RLIMIT_MEMLOCK soft limit in bytes (Infinity when unlimited). */
   memlockLimit(): number {
-    this.epochLimits ??= readProc(`/proc/${this.pid}/limits`) ?? "";
-    const m = /^Max locked memory\s+(\S+)/m.exec(this.epochLimits);
+    if (this.limitsEpoch !== this.clock.epoch) {
+      this.limitsText = this.limitsFile.read() ?? "";
+      this.limitsEpoch = this.clock.epoch;
+    }
+    const m = /^Max locked memory\s+(\S+)/m.exec(this.limitsText);
     if (m === null || m[1] === "unlimited") return Number.POSITIVE_INFINITY;
     return Number(m[1]);
   }
 
   /** Whether capability `bit` is in the effective set. */
   hasCap(bit: bigint): boolean {
-    this.epochStatus ??= readProc(`/proc/${this.pid}/status`) ?? "";
-    const m = /^CapEff:\s+([0-9a-f]+)/m.exec(this.epochStatus);
+    if (this.statusEpoch !== this.clock.epoch) {
+      this.statusText = this.statusFile.read() ?? "";
+      this.statusEpoch = this.clock.epoch;
+    }
+    const m = /^CapEff:\s+([0-9a-f]+)/m.exec(this.statusText);
     if (m === null) return false;
     return ((BigInt(`0x${m[1]}`) >> bit) & 1n) === 1n;
+  }
+
+  // ---- the inline window ---------------------------------------------------------------------
+
+  /**
+   * Opens the inline window: `length` bytes of `src` from `start` (at most INLINE_MAX) are what
+   * the shim read at `va` just before the call. Only one window is open at a time in the daemon.
+   */
+  openWindow(va: number, src: Uint8Array, start = 0, length = src.length - start): void {
+    if (openWindow !== undefined) openWindow.settleWindow();
+    const n = Math.min(length, INLINE_MAX);
+    if (n <= 0 || va <= 0 || va + n > USER_LIMIT) return;
+    const w = this.windowBytes;
+    for (let i = 0; i < n; i++) w[i] = src[start + i];
+    this.windowVa = va;
+    this.windowLen = n;
+    this.windowDirty = false;
+    openWindow = this;
+  }
+
+  /**
+   * Closes the window and appends its pending writes to `out` at `at` as records (u16 offset
+   * from the window's start, u16 length, the bytes); returns the new end. The shim stores them
+   * before the ioctl returns. `out` must have room for INLINE_MAX * 5 bytes past `at`.
+   */
+  closeWindow(out: Buffer, at: number): number {
+    let end = at;
+    if (this.windowLen !== 0 && this.windowDirty) {
+      const mask = this.windowMask;
+      let i = 0;
+      while (i < this.windowLen) {
+        if (mask[i] === 0) {
+          i++;
+          continue;
+        }
+        let j = i;
+        while (j < this.windowLen && mask[j] !== 0) j++;
+        out.writeUInt16LE(i, end);
+        out.writeUInt16LE(j - i, end + 2);
+        out.set(this.windowBytes.subarray(i, j), end + 4);
+        end += 4 + (j - i);
+        i = j;
+      }
+    }
+    this.dropWindow();
+    return end;
+  }
+
+  /** Stores the window's pending writes through /proc/<pid>/mem and closes it. */
+  settleWindow(): void {
+    if (this.windowLen !== 0 && this.windowDirty) {
+      const mask = this.windowMask;
+      let i = 0;
+      while (i < this.windowLen) {
+        if (mask[i] === 0) {
+          i++;
+          continue;
+        }
+        let j = i;
+        while (j < this.windowLen && mask[j] !== 0) j++;
+        this.writeRaw(this.windowVa + i, this.windowBytes.subarray(i, j));
+        i = j;
+      }
+    }
+    this.dropWindow();
+  }
+
+  private dropWindow(): void {
+    if (this.windowDirty) this.windowMask.fill(0);
+    this.windowLen = 0;
+    this.windowDirty = false;
+    if (openWindow === this) openWindow = undefined;
+  }
+
+  /**
+   * A pinned page is about to be read or written: if it could hold bytes of the open window,
+   * the window is settled first. A private anonymous window can only be reached through this
+   * process's own page at that address; anything else might be shared, so it settles.
+   */
+  beforePageAccess(page: ProcPage): void {
+    if (this.windowLen === 0) return;
+    const vmas = this.maps();
+    const i = findVma(vmas, this.windowVa);
+    const v = i < 0 ? undefined : vmas[i];
+    const privateAnon = v !== undefined && v.inode === "0" && !v.shared;
+    if (privateAnon) {
+      if (page.file !== undefined || page.proc !== this) return;
+      if (page.va >= this.windowVa + this.windowLen || page.va + PAGE_SIZE <= this.windowVa) {
+        return;
+      }
+    }
+    this.settleWindow();
+  }
+
+  /**
+   * The window's verdict on a copy of [at, at + len): the byte offset into it when the copy
+   * lies wholly inside, -1 when it does not touch it, and -2 (after settling the window) when
+   * it straddles its edge.
+   */
+  private windowOffset(at: number, len: number): number {
+    const off = at - this.windowVa;
+    if (off >= 0 && off + len <= this.windowLen) return off;
+    if (at >= this.windowVa + this.windowLen || at + len <= this.windowVa) return -1;
+    this.settleWindow();
+    return -2;
   }
 
   // ---- user copies ---------------------------------------------------------------------------
 
   read(va: bigint, dst: Uint8Array): number {
-    if (dst.length === 0) return 0;
-    if (va < 0n || va + BigInt(dst.length) > BigInt(USER_LIMIT)) return EFAULT;
+    const len = dst.length;
+    if (len === 0) return 0;
+    if (va < 0n || va >= USER_LIMIT_BIG) return EFAULT;
     const at = Number(va);
-    if (accessiblePrefix(this.maps(), at, dst.length, false) < dst.length) return EFAULT;
+    if (at + len > USER_LIMIT) return EFAULT;
+    if (this.windowLen !== 0) {
+      const off = this.windowOffset(at, len);
+      if (off >= 0) {
+        if (len <= 16) for (let i = 0; i < len; i++) dst[i] = this.windowBytes[off + i];
+        else dst.set(this.windowBytes.subarray(off, off + len));
+        return 0;
+      }
+    }
+    if (this.reachable(at, len, false) < len) return EFAULT;
     return this.readRaw(at, dst) ? 0 : EFAULT;
   }
 
   write(va: bigint, src: Uint8Array): number {
-    if (src.length === 0) return 0;
-    if (va < 0n || va >= BigInt(USER_LIMIT)) return EFAULT;
+    const len = src.length;
+    if (len === 0) return 0;
+    if (va < 0n || va >= USER_LIMIT_BIG) return EFAULT;
     const at = Number(va);
-    const room = Math.min(src.length, USER_LIMIT - at);
-    const ok = accessiblePrefix(this.maps(), at, room, true);
-    if (ok > 0 && !this.writeRaw(at, ok === src.length ? src : src.subarray(0, ok))) return EFAULT;
-    return ok === src.length ? 0 : EFAULT;
+    if (this.windowLen !== 0) {
+      const off = this.windowOffset(at, len);
+      if (off >= 0) {
+        if (this.reachable(at, len, true) === len) {
+          this.windowBytes.set(src, off);
+          this.windowMask.fill(1, off, off + len);
+          this.windowDirty = true;
+          return 0;
+        }
+        this.settleWindow(); // a fault inside the window: the real memory decides
+      }
+    }
+    const room = Math.min(len, USER_LIMIT - at);
+    const ok = this.reachable(at, room, true);
+    if (ok > 0 && !this.writeRaw(at, ok === len ? src : src.subarray(0, ok))) return EFAULT;
+    return ok === len ? 0 : EFAULT;
   }
 
   /** Whether /proc/<pid>/mem still reads this process's current address space. */
@@ -602,7 +906,7 @@ export class ProcProcess implements UserProcess {
   pages(va: bigint, n: number, write: boolean): UserPage[] | number {
     if (va % BigInt(PAGE_SIZE) !== 0n) throw new RangeError("pages(): va not page aligned");
     if (va < 0n || va + BigInt(n * PAGE_SIZE) > BigInt(USER_LIMIT)) return EFAULT;
-    const vmas = this.maps();
+    const vmas = this.freshMaps();
     const out: UserPage[] = new Array(n);
     const base = Number(va);
     let vi = -1;
@@ -616,7 +920,6 @@ export class ProcProcess implements UserProcess {
     }
     return out;
   }
-
   /** The page object behind `va` in mapping `v`, as a pin with or without FOLL_WRITE sees it. */
   private pageAt(v: Vma, va: number): ProcPage {
     const fileBacked = v.inode !== "0";
@@ -705,6 +1008,7 @@ export class ProcProcess implements UserProcess {
 
   /** Closes the daemon's descriptors on this process. */
   dispose(): void {
+    if (openWindow === this) this.dropWindow();
     if (this.memFd >= 0) {
       try {
         closeSync(this.memFd);
@@ -712,8 +1016,12 @@ export class ProcProcess implements UserProcess {
         // already closed
       }
     }
+    for (const f of [this.mapsFile, this.statFile, this.statusFile, this.limitsFile]) f.close();
     this.memFd = -1;
-    this.epochAlive = false;
+    this.cachedMaps = undefined;
+    this.callerEpoch = 0;
+    this.aliveValue = false;
+    this.aliveEpoch = this.clock.epoch;
   }
 }
 
@@ -721,6 +1029,7 @@ export class ProcProcess implements UserProcess {
 export class ProcHost {
   readonly pages = new PageRegistry();
   readonly locked = new LockedVmByUser();
+  private readonly clock = new CallClock();
   private readonly procs = new Map<number, ProcProcess>();
 
   /**
@@ -738,7 +1047,7 @@ export class ProcHost {
       }
       known.dispose();
     }
-    const p = new ProcProcess(pid, this.pages, this.locked);
+    const p = new ProcProcess(pid, this.pages, this.locked, this.clock);
     this.procs.set(pid, p);
     return p;
   }
@@ -751,9 +1060,15 @@ export class ProcHost {
     return st !== undefined && st.startTime === p.startTime ? p : undefined;
   }
 
-  /** Starts a new call: every process re-reads its maps, limits and liveness when asked. */
+  /** Starts a new call: every process re-reads its limits, liveness and pinning maps. */
   beginCall(): void {
-    for (const p of this.procs.values()) p.beginCall();
+    this.clock.epoch++;
+  }
+
+  /** Starts a call `caller` makes, naming the shim's map generation (0: unknown). */
+  beginCallFor(caller: ProcProcess, mapGen: number): void {
+    this.clock.epoch++;
+    caller.enterCall(mapGen);
   }
 
   /** Number of processes tracked. */
@@ -763,8 +1078,8 @@ export class ProcHost {
 
   /** Drops exited processes and unpinned pages. */
   sweep(): void {
+    this.clock.epoch++;
     for (const [pid, p] of this.procs) {
-      p.beginCall();
       if (!p.alive) {
         p.dispose();
         this.procs.delete(pid);

@@ -26,7 +26,12 @@
  *    secret.
  *
  * The daemon performs every copy_from_user / copy_to_user itself on the caller's memory
- * (/proc/<pid>/mem), so frames carry raw pointers, never struct bytes.
+ * (/proc/<pid>/mem), so frames carry raw pointers. One shortcut: an IOCTL request may carry the
+ * bytes at `arg` the shim could read (process_vm_readv on itself faults exactly where the
+ * kernel's copy would), up to INLINE_MAX, and its reply the writes the daemon made inside those
+ * bytes, which the shim stores before the ioctl returns. Requests that copy user memory name the
+ * shim's map generation (a counter bumped after each mmap, munmap, mprotect... the program
+ * makes), so the daemon can trust the maps it parsed under the same generation.
  */
 
 /** Frame header size. */
@@ -36,7 +41,9 @@ export const MAX_FRAME = 4096;
 /** Bytes of the secret naming an iommufd context. */
 export const SECRET_SIZE = 16;
 /** Version the control handshake reports. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** Most bytes of an ioctl's struct an IOCTL request carries inline. */
+export const INLINE_MAX = 128;
 
 /** Frame ops. Values are part of the wire format shared with the C shim. */
 export const Op = {
@@ -89,9 +96,12 @@ export const OPEN_LAYOUT = { size: 16, pid: 0, tid: 4, flags: 8, reserved: 12 } 
 export const HELLO_LAYOUT = { size: 8, pid: 0, tid: 4 } as const;
 /** HELLO reply payload. */
 export const HELLO_REPLY_LAYOUT = { size: 8, daemonPid: 0, version: 4 } as const;
-/** IOCTL: the context's secret, the request number and argument, the calling task. */
+/**
+ * IOCTL: the context's secret, the request number and argument, the calling task; then
+ * `inlineLen` bytes (0..INLINE_MAX) read at `arg`, as many as the shim could read.
+ */
 export const IOCTL_LAYOUT = {
-  size: 56,
+  size: 64,
   secret: 0,
   cmd: 16,
   tid: 20,
@@ -101,9 +111,16 @@ export const IOCTL_LAYOUT = {
   reservedFd: 36,
   /** That object connection's secret (zeros when reservedFd is -1). */
   reservedSecret: 40,
+  /** The shim's map generation (0: unknown). */
+  mapGen: 56,
+  /** Bytes of the struct that follow the fixed part. */
+  inlineLen: 60,
 } as const;
-/** IOCTL reply payload. */
-export const IOCTL_REPLY_LAYOUT = { size: 8, flags: 0, reserved: 4 } as const;
+/**
+ * IOCTL reply payload; `writeBackLen` bytes of records follow, each a u16 offset from `arg`, a
+ * u16 length and that many bytes, for the shim to store at arg + offset.
+ */
+export const IOCTL_REPLY_LAYOUT = { size: 8, flags: 0, writeBackLen: 4 } as const;
 /** IOCTL reply flags. */
 export const IoctlReplyFlag = {
   /** Nothing ran: repeat the call with a fresh object fd (reservedFd, reservedSecret). */
@@ -115,7 +132,7 @@ export const IoctlReplyFlag = {
 export const CLOSE_LAYOUT = { size: 24, secret: 0, pid: 16, tid: 20 } as const;
 /** FAILNTH_READ / FAILNTH_WRITE: the calling task, the task the file belongs to, the buffer. */
 export const FAILNTH_LAYOUT = {
-  size: 40,
+  size: 48,
   pid: 0,
   tid: 4,
   targetTid: 8,
@@ -123,6 +140,8 @@ export const FAILNTH_LAYOUT = {
   buf: 16,
   count: 24,
   pos: 32,
+  mapGen: 40,
+  reserved: 44,
 } as const;
 /** MMAP: the context's secret, the caller, the mapping asked for. Reply payload: a token. */
 export const MMAP_LAYOUT = {
@@ -137,8 +156,19 @@ export const MMAP_LAYOUT = {
 } as const;
 /** MMAP reply payload: names the mapping in MMAP_ADDR. */
 export const MMAP_REPLY_LAYOUT = { size: 8, token: 0, reserved: 4 } as const;
-/** MMAP_ADDR: the token MMAP gave, the caller and the address mapped (0: abandoned). */
-export const MMAP_ADDR_LAYOUT = { size: 16, token: 0, pid: 4, addr: 8 } as const;
+/**
+ * MMAP_ADDR: the token MMAP gave, the caller, the address mapped (0: abandoned) and the memfd
+ * behind the mapping, which the daemon opens through /proc/<pid>/fd (-1: anonymous memory, to
+ * be filled once).
+ */
+export const MMAP_ADDR_LAYOUT = {
+  size: 24,
+  token: 0,
+  pid: 4,
+  addr: 8,
+  memfd: 16,
+  reserved: 20,
+} as const;
 /** MUNMAP: the context's secret, the caller, the range. */
 export const MUNMAP_LAYOUT = {
   size: 40,
@@ -150,13 +180,15 @@ export const MUNMAP_LAYOUT = {
 } as const;
 /** OBJ_READ / OBJ_WRITE: the object's secret, the caller, the user buffer, the position. */
 export const OBJ_RW_LAYOUT = {
-  size: 48,
+  size: 56,
   secret: 0,
   pid: 16,
   tid: 20,
   buf: 24,
   count: 32,
   pos: 40,
+  mapGen: 48,
+  reserved: 52,
 } as const;
 /** OBJ_POLL: the object's secret and the caller. */
 export const OBJ_LAYOUT = { size: 24, secret: 0, pid: 16, tid: 20 } as const;
@@ -185,6 +217,11 @@ export const REQUEST_LAYOUTS: Readonly<Record<number, PayloadLayout>> = {
   [Op.PROC_STATUS]: PROC_STATUS_LAYOUT,
 };
 
+/** Ops whose request may carry a tail past the fixed payload, and its largest size. */
+export const REQUEST_TAIL_MAX: Readonly<Record<number, number>> = {
+  [Op.IOCTL]: INLINE_MAX,
+};
+
 /** One decoded frame. `payload` views the receive buffer; copy it to keep it. */
 export interface Frame {
   op: number;
@@ -196,7 +233,7 @@ export interface Frame {
 /** Encodes a frame. */
 export function encodeFrame(op: number, seq: number, ret: number, payload?: Uint8Array): Buffer {
   const len = HEADER_SIZE + (payload?.length ?? 0);
-  const b = Buffer.alloc(len);
+  const b = Buffer.allocUnsafe(len);
   b.writeUInt32LE(len, 0);
   b.writeUInt32LE(op >>> 0, 4);
   b.writeUInt32LE(seq >>> 0, 8);
@@ -208,6 +245,8 @@ export function encodeFrame(op: number, seq: number, ret: number, payload?: Uint
 /**
  * Reassembles frames from a byte stream. A length field outside [HEADER_SIZE, maxFrame] cannot
  * be resynchronised from: `push` then reports the error and the connection must be dropped.
+ * Bytes of an unfinished frame are copied, so a chunk's memory may be reused once `push` or
+ * `pushEach` has returned.
  */
 export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
@@ -222,29 +261,104 @@ export class FrameReader {
     return this.buf.length;
   }
 
-  /** Adds bytes; returns the whole frames now available, or the bad length field. */
+  /** Adds bytes; returns the whole frames now available (payloads copied), or the bad length. */
   push(chunk: Buffer): { frames: Frame[]; badLength?: number } {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const frames: Frame[] = [];
+    const badLength = this.pushEach(chunk, (f) => {
+      frames.push({ ...f, payload: Buffer.from(f.payload) });
+    });
+    return badLength === undefined ? { frames } : { frames, badLength };
+  }
+
+  /**
+   * Adds the first `length` bytes of `chunk` and calls `visit` with each whole frame, in order;
+   * the frame's payload views `chunk` (or the reader's own copy) and is only valid during the
+   * call. Returns the bad length field that stopped it, if any.
+   */
+  pushEach(chunk: Buffer, visit: (f: Frame) => void, length = chunk.length): number | undefined {
+    const data =
+      this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk.subarray(0, length)]);
+    const end = this.buf.length === 0 ? length : data.length;
     let at = 0;
-    while (this.buf.length - at >= 4) {
-      const len = this.buf.readUInt32LE(at);
+    while (end - at >= 4) {
+      const len = data.readUInt32LE(at);
       if (len < HEADER_SIZE || len > this.maxFrame) {
         this.buf = Buffer.alloc(0);
-        return { frames, badLength: len };
+        return len;
       }
-      if (this.buf.length - at < len) break;
-      frames.push({
-        op: this.buf.readUInt32LE(at + 4),
-        seq: this.buf.readUInt32LE(at + 8),
-        ret: this.buf.readInt32LE(at + 12),
-        payload: this.buf.subarray(at + HEADER_SIZE, at + len),
+      if (end - at < len) break;
+      visit({
+        op: data.readUInt32LE(at + 4),
+        seq: data.readUInt32LE(at + 8),
+        ret: data.readInt32LE(at + 12),
+        payload: data.subarray(at + HEADER_SIZE, at + len),
       });
       at += len;
     }
-    this.buf = at === 0 ? this.buf : Buffer.from(this.buf.subarray(at));
-    return { frames };
+    this.buf = at === end ? EMPTY : Buffer.from(data.subarray(at, end));
+    return undefined;
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Values named by a 16-byte secret, found from the bytes of a frame without making a string:
+ * by the secret's first word, then the other three compared.
+ */
+export class SecretTable<T> {
+  private readonly byFirstWord = new Map<number, SecretEntry<T>[]>();
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(b: Buffer, at: number): T | undefined {
+    const list = this.byFirstWord.get(b.readUInt32LE(at));
+    if (list === undefined) return undefined;
+    const w1 = b.readUInt32LE(at + 4);
+    const w2 = b.readUInt32LE(at + 8);
+    const w3 = b.readUInt32LE(at + 12);
+    for (const e of list) if (e.w1 === w1 && e.w2 === w2 && e.w3 === w3) return e.value;
+    return undefined;
+  }
+
+  set(secret: Uint8Array, value: T): void {
+    const b = Buffer.from(secret.buffer, secret.byteOffset, SECRET_SIZE);
+    const w0 = b.readUInt32LE(0);
+    let list = this.byFirstWord.get(w0);
+    if (list === undefined) {
+      list = [];
+      this.byFirstWord.set(w0, list);
+    }
+    list.push({ w1: b.readUInt32LE(4), w2: b.readUInt32LE(8), w3: b.readUInt32LE(12), value });
+    this.count++;
+  }
+
+  /** Removes `value` (whatever secret it was stored under). */
+  delete(secret: Uint8Array, value: T): void {
+    const b = Buffer.from(secret.buffer, secret.byteOffset, SECRET_SIZE);
+    const w0 = b.readUInt32LE(0);
+    const list = this.byFirstWord.get(w0);
+    if (list === undefined) return;
+    const i = list.findIndex((e) => e.value === value);
+    if (i < 0) return;
+    list.splice(i, 1);
+    this.count--;
+    if (list.length === 0) this.byFirstWord.delete(w0);
+  }
+
+  *values(): IterableIterator<T> {
+    for (const list of this.byFirstWord.values()) for (const e of list) yield e.value;
+  }
+}
+
+interface SecretEntry<T> {
+  w1: number;
+  w2: number;
+  w3: number;
+  value: T;
 }
 
 /** Builds a payload for `layout` from named values (u32 unless the value is a bigint or bytes). */

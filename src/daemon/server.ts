@@ -15,10 +15,16 @@
  *   the shim makes on request (NEED_FD, see protocol.ts); the core hands out their real numbers
  *   through the installers it offers (setEventqFdInstaller, setSelftestFdAllocator), and their
  *   last close is seen the same way as the iommufd's.
- * - mmap of the iommufd fd goes through the core's checks (mmapRegion); the shim maps shared
- *   anonymous memory and the daemon copies the region's bytes into it when it is mapped.
+ * - mmap of the iommufd fd goes through the core's checks (mmapRegion); the shim maps a memfd the
+ *   daemon also opens, kept equal to the region at the edges of every operation that runs
+ *   driver code (SharedRegionFile), so later changes on either side are seen by the other.
  * - Every user copy is the daemon's own, on the caller's memory (ProcProcess).
- * - Requests on one connection run in order; the core runs one call at a time.
+ * - Requests on one connection run in order; the core runs one call at a time. A request that
+ *   needs no waiting runs synchronously as its bytes arrive and its reply is written straight to
+ *   the socket (writeSync on the connection's descriptor while nothing is queued on it); only
+ *   the test hook and a close barrier that must let the event loop run are asynchronous.
+ * - An ioctl's top-level struct usually arrives inline and its writes go back with the reply
+ *   (ProcProcess's inline window); other copies go through /proc/<pid>/mem.
  * - A frame with an impossible length ends that connection only; a frame with an unknown op or
  *   a wrong payload size is answered with an error and changes nothing.
  * - Same-user trust: the socket is 0600 inside a 0700 directory owned by the daemon's user.
@@ -33,8 +39,9 @@ import {
   rmSync,
   unlinkSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, Socket } from "node:net";
 import { dirname } from "node:path";
 import {
   closeSelftestFd,
@@ -58,12 +65,13 @@ import { FailNthTasks, KSTRTOUINT_USER_MAX, kstrtouint } from "./fail_nth_file.t
 import { ProcHost, type ProcProcess } from "./proc_process.ts";
 import {
   CLOSE_LAYOUT,
-  encodeFrame,
   FAILNTH_LAYOUT,
   type Frame,
   FrameReader,
+  HEADER_SIZE,
   HELLO_LAYOUT,
   HELLO_REPLY_LAYOUT,
+  INLINE_MAX,
   IOCTL_LAYOUT,
   IOCTL_REPLY_LAYOUT,
   IoctlReplyFlag,
@@ -79,8 +87,11 @@ import {
   PROC_STATUS_REPLY_LAYOUT,
   PROTOCOL_VERSION,
   REQUEST_LAYOUTS,
+  REQUEST_TAIL_MAX,
   SECRET_SIZE,
+  SecretTable,
 } from "./protocol.ts";
+import { SharedRegionFile } from "./shared_region.ts";
 import { ioctlRecord, snapshotStruct, type TraceRecord } from "./trace.ts";
 
 /** Linux errnos the protocol uses that the library has no use for. */
@@ -109,9 +120,18 @@ type ConnKind = "new" | "iommufd" | "object" | "control";
 
 interface Conn {
   readonly sock: Socket;
+  /** The socket's descriptor, for replies written synchronously (-1: not reachable). */
+  readonly fd: number;
   readonly reader: FrameReader;
   kind: ConnKind;
-  queue: Promise<void>;
+  /** Frames received and not yet handled, in order. */
+  readonly pending: Frame[];
+  /** A request of this connection is waiting (the ones after it wait for it). */
+  busy: boolean;
+  /** The stream cannot be resynchronised: answer EPROTO after `pending`, then drop it. */
+  broken: boolean;
+  /** Receives each whole frame (made once per connection). */
+  visit: (f: Frame) => void;
   context?: ContextState;
   object?: ObjectState;
   /** Control connections: the process they speak for (fixed by HELLO). */
@@ -123,7 +143,7 @@ interface Conn {
 interface ContextState {
   readonly id: number;
   readonly ctx: IommufdContext;
-  readonly secret: string;
+  readonly secret: Buffer;
   readonly conn: Conn;
   readonly openerPid: number;
   inflight: number;
@@ -139,7 +159,7 @@ type Bound =
 
 /** One object fd (a socket the shim made for an ioctl that returns an fd). */
 interface ObjectState {
-  readonly secret: string;
+  readonly secret: Buffer;
   readonly conn: Conn;
   readonly pid: number;
   bound: Bound | undefined;
@@ -158,6 +178,8 @@ interface MapState {
   readonly mapping: MmapMapping;
   readonly pid: number;
   addr: number;
+  /** The memfd the client maps, kept equal to the region (undefined: a one-time copy). */
+  shared: SharedRegionFile | undefined;
 }
 
 export interface ServerStats {
@@ -180,6 +202,10 @@ export interface ServerStats {
   droppedConnections: number;
   /** Bytes a client wrote on a context's or object's own socket (ignored). */
   discardedBytes: number;
+  /** Ioctls whose struct arrived inline with the request. */
+  inlineIoctls: number;
+  /** Control connections made since start (one per client process, unless it lost one). */
+  controlConnections: number;
 }
 
 export class IommusimServer extends EventEmitter {
@@ -193,14 +219,22 @@ export class IommusimServer extends EventEmitter {
   private readonly opts: ServerOptions;
   private readonly server: Server;
   private readonly conns = new Set<Conn>();
-  private readonly contextsBySecret = new Map<string, ContextState>();
+  private readonly contextsBySecret = new SecretTable<ContextState>();
   private readonly contextsById = new Map<number, ContextState>();
-  private readonly objectsBySecret = new Map<string, ObjectState>();
+  private readonly objectsBySecret = new SecretTable<ObjectState>();
   private readonly pendingMaps = new Map<number, MapState>();
   private readonly maps = new Map<string, MapState>();
+  /** Every connection's reads land here (one read is handled at a time). */
+  private readonly readBuffer = Buffer.allocUnsafe(65536);
+  /** Reply frames are built here, then written synchronously (or copied to the stream). */
+  private readonly outFrame = Buffer.allocUnsafe(HEADER_SIZE + 8 + INLINE_MAX * 5);
+  /** IOCTL reply payloads are built here. */
+  private readonly replyPayload = Buffer.allocUnsafe(IOCTL_REPLY_LAYOUT.size + INLINE_MAX * 5);
   private reservation: Reservation | undefined;
   private nextContextId = 1;
   private nextMapToken = 1;
+  /** Mappings in `maps` with a shared file. */
+  private sharedMaps = 0;
   private readonly counters = {
     opened: 0,
     released: 0,
@@ -208,6 +242,8 @@ export class IommusimServer extends EventEmitter {
     rejectedFrames: 0,
     droppedConnections: 0,
     discardedBytes: 0,
+    inlineIoctls: 0,
+    controlConnections: 0,
   };
   private stopped = false;
 
@@ -216,7 +252,7 @@ export class IommusimServer extends EventEmitter {
     this.opts = opts;
     this.socketPath = opts.socketPath;
     this.debugfsDir = debugfsDirFor(opts.socketPath);
-    this.server = createServer((sock) => this.accept(sock));
+    this.server = createServer({ pauseOnConnect: true }, (sock) => this.accept(sock));
   }
 
   /** Prepares the socket directory and starts listening. */
@@ -243,7 +279,10 @@ export class IommusimServer extends EventEmitter {
     this.stopped = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) c.sock.destroy();
-    for (const m of [...this.maps.values(), ...this.pendingMaps.values()]) m.mapping.close();
+    for (const m of [...this.maps.values(), ...this.pendingMaps.values()]) {
+      m.shared?.close();
+      m.mapping.close();
+    }
     this.maps.clear();
     this.pendingMaps.clear();
     for (const o of [...this.objectsBySecret.values()]) this.releaseObject(o);
@@ -283,10 +322,28 @@ export class IommusimServer extends EventEmitter {
 
   // ---- connections ---------------------------------------------------------------------------
 
-  private accept(sock: Socket): void {
-    const conn: Conn = { sock, reader: new FrameReader(), kind: "new", queue: Promise.resolve() };
+  private accept(accepted: Socket): void {
+    // Reads go straight to a callback on one shared buffer (no Buffer per read, no stream
+    // machinery): a frame is handled, or copied, before the callback returns.
+    const sock =
+      adoptWithOnread(accepted, this.readBuffer, (n) => {
+        this.onData(conn, this.readBuffer, n);
+      }) ?? accepted;
+    const conn: Conn = {
+      sock,
+      fd: socketFd(sock) ?? -1,
+      reader: new FrameReader(),
+      kind: "new",
+      pending: [],
+      busy: false,
+      broken: false,
+      visit: (f) => this.arrived(conn, f),
+    };
     this.conns.add(conn);
-    sock.on("data", (chunk: Buffer) => this.onData(conn, chunk));
+    if (sock === accepted) {
+      sock.on("data", (chunk: Buffer) => this.onData(conn, chunk));
+      sock.resume();
+    }
     sock.on("error", () => {
       // ECONNRESET from a killed client: 'close' follows and releases what it held.
     });
@@ -301,30 +358,94 @@ export class IommusimServer extends EventEmitter {
     });
   }
 
-  private onData(conn: Conn, chunk: Buffer): void {
+  private onData(conn: Conn, chunk: Buffer, length = chunk.length): void {
     if (conn.kind === "iommufd" || conn.kind === "object") {
       // A context's or object's socket carries nothing after its open: the shim never writes.
-      this.counters.discardedBytes += chunk.length;
+      this.counters.discardedBytes += length;
       return;
     }
-    const { frames, badLength } = conn.reader.push(chunk);
-    for (const f of frames) {
-      conn.queue = conn.queue.then(() => this.handle(conn, f)).catch((e) => this.bug(e));
-    }
+    if (conn.broken) return;
+    const badLength = conn.reader.pushEach(chunk, conn.visit, length);
     if (badLength !== undefined) {
-      // No way to find the next frame: answer once and drop this connection only.
       this.counters.droppedConnections++;
-      conn.queue = conn.queue.then(() => {
-        this.send(conn, 0, 0, -EPROTO);
-        conn.sock.end();
-        conn.sock.destroySoon();
-      });
+      conn.broken = true;
+    }
+    this.pump(conn);
+  }
+
+  /** A whole frame arrived: handled now, or queued behind a request that is waiting. */
+  private arrived(conn: Conn, f: Frame): void {
+    if (conn.busy || conn.pending.length > 0) {
+      // It waits for an earlier request: keep its own copy of the bytes.
+      conn.pending.push({ op: f.op, seq: f.seq, ret: f.ret, payload: Buffer.from(f.payload) });
+    } else {
+      this.run(conn, f);
     }
   }
 
-  private send(conn: Conn, op: number, seq: number, ret: number, payload?: Uint8Array): void {
+  /** Handles one frame now; a request that has to wait holds the connection's later ones. */
+  private run(conn: Conn, f: Frame): void {
+    let waiting: Promise<void> | void;
+    try {
+      waiting = this.handle(conn, f);
+    } catch (e) {
+      this.bug(e);
+      return;
+    }
+    if (waiting === undefined) return;
+    conn.busy = true;
+    waiting
+      .catch((e) => this.bug(e))
+      .finally(() => {
+        conn.busy = false;
+        this.pump(conn);
+      });
+  }
+
+  /**
+   * Handles the connection's frames in order: synchronously while each finishes at once, and
+   * from the completion of one that has to wait.
+   */
+  private pump(conn: Conn): void {
+    while (!conn.busy && conn.pending.length > 0) this.run(conn, conn.pending.shift() as Frame);
+    if (!conn.busy && conn.broken && !conn.sock.destroyed) {
+      // No way to find the next frame: answer once and drop this connection only.
+      this.send(conn, 0, 0, -EPROTO);
+      conn.sock.end();
+      conn.sock.destroySoon();
+    }
+  }
+
+  private send(
+    conn: Conn,
+    op: number,
+    seq: number,
+    ret: number,
+    payload?: Uint8Array,
+    payloadLength = payload === undefined ? 0 : payload.length,
+  ): void {
     if (conn.sock.destroyed || !conn.sock.writable) return;
-    conn.sock.write(encodeFrame(op, seq, ret, payload));
+    const plen = payloadLength;
+    const len = HEADER_SIZE + plen;
+    const frame = len <= this.outFrame.length ? this.outFrame : Buffer.allocUnsafe(len);
+    frame.writeUInt32LE(len, 0);
+    frame.writeUInt32LE(op >>> 0, 4);
+    frame.writeUInt32LE(seq >>> 0, 8);
+    frame.writeInt32LE(ret | 0, 12);
+    if (payload !== undefined) {
+      if (plen === payload.length) frame.set(payload, HEADER_SIZE);
+      else for (let i = 0; i < plen; i++) frame[HEADER_SIZE + i] = payload[i];
+    }
+    let done = 0;
+    if (conn.fd >= 0 && conn.sock.writableLength === 0) {
+      // Nothing is queued on the stream, so writing past it keeps the order.
+      try {
+        done = writeSync(conn.fd, frame, 0, len);
+      } catch {
+        done = 0; // EAGAIN (the peer is slow) or a dead peer: the stream deals with it
+      }
+    }
+    if (done < len) conn.sock.write(Buffer.from(frame.subarray(done, len)));
   }
 
   private reject(conn: Conn, f: Frame, errno: number): void {
@@ -332,10 +453,14 @@ export class IommusimServer extends EventEmitter {
     this.send(conn, f.op, f.seq, -errno);
   }
 
-  private async handle(conn: Conn, f: Frame): Promise<void> {
+  private handle(conn: Conn, f: Frame): Promise<void> | void {
     const layout = REQUEST_LAYOUTS[f.op];
     if (layout === undefined) return this.reject(conn, f, ENOSYS);
-    if (f.payload.length !== layout.size) return this.reject(conn, f, EBADMSG);
+    const tail = f.payload.length - layout.size;
+    if (tail < 0 || tail > (REQUEST_TAIL_MAX[f.op] ?? 0)) return this.reject(conn, f, EBADMSG);
+    if (f.op === Op.IOCTL && f.payload.readUInt32LE(IOCTL_LAYOUT.inlineLen) !== tail) {
+      return this.reject(conn, f, EBADMSG);
+    }
     if (f.op === Op.PING) return this.send(conn, f.op, f.seq, 0);
     if (conn.kind === "new") {
       if (f.op === Op.OPEN) return this.open(conn, f);
@@ -349,8 +474,10 @@ export class IommusimServer extends EventEmitter {
     if (pidAt !== undefined && f.payload.readUInt32LE(pidAt) !== conn.pid) {
       return this.reject(conn, f, EPERM);
     }
-    this.host.beginCall();
     const proc = conn.proc as ProcProcess;
+    const genAt = layout.mapGen;
+    if (genAt === undefined) this.host.beginCall();
+    else this.host.beginCallFor(proc, f.payload.readUInt32LE(genAt));
     switch (f.op) {
       case Op.IOCTL:
         return this.ioctl(conn, f, proc);
@@ -398,6 +525,7 @@ export class IommusimServer extends EventEmitter {
   private hello(conn: Conn, f: Frame) {
     if (conn.sock.destroyed) return;
     conn.kind = "control";
+    this.counters.controlConnections++;
     conn.pid = f.payload.readUInt32LE(HELLO_LAYOUT.pid);
     // One process object for as long as the connection lives (the process cannot change under
     // it: its exec closes the connection, its exit too), so calls need no /proc lookup.
@@ -422,7 +550,7 @@ export class IommusimServer extends EventEmitter {
     const st: ContextState = {
       id: this.nextContextId++,
       ctx: new IommufdContext(),
-      secret: secretBytes.toString("hex"),
+      secret: secretBytes,
       conn,
       openerPid: pid,
       inflight: 0,
@@ -446,7 +574,7 @@ export class IommusimServer extends EventEmitter {
     if (conn.sock.destroyed) return;
     const secretBytes = randomBytes(SECRET_SIZE);
     const obj: ObjectState = {
-      secret: secretBytes.toString("hex"),
+      secret: secretBytes,
       conn,
       pid: f.payload.readUInt32LE(OPEN_LAYOUT.pid),
       bound: undefined,
@@ -504,7 +632,7 @@ export class IommusimServer extends EventEmitter {
   private release(st: ContextState): void {
     if (st.released) return;
     st.released = true;
-    this.contextsBySecret.delete(st.secret);
+    this.contextsBySecret.delete(st.secret, st);
     this.contextsById.delete(st.id);
     try {
       const stuck = st.ctx.close();
@@ -523,7 +651,7 @@ export class IommusimServer extends EventEmitter {
   private releaseObject(obj: ObjectState): void {
     if (obj.closed) return;
     obj.closed = true;
-    this.objectsBySecret.delete(obj.secret);
+    this.objectsBySecret.delete(obj.secret, obj);
     const b = obj.bound;
     try {
       if (b?.kind === "eventq") b.file.close();
@@ -538,20 +666,47 @@ export class IommusimServer extends EventEmitter {
   /** A client's control connection went away: its process exited, so its mappings go. */
   private processGone(pid: number): void {
     for (const [key, m] of this.maps) {
-      if (m.pid !== pid) continue;
-      this.maps.delete(key);
-      m.mapping.close();
-      this.maybeRelease(m.st);
+      if (m.pid === pid) this.unmap(key, m);
     }
   }
 
+  private unmap(key: string, m: MapState): void {
+    this.maps.delete(key);
+    if (m.shared !== undefined) {
+      m.shared.close();
+      this.sharedMaps--;
+    }
+    m.mapping.close();
+    this.maybeRelease(m.st);
+  }
+
+  /**
+   * Makes every client mapping of a region and the region equal again: the clients' writes go
+   * to the regions, then the regions' changes to the clients. Runs around each operation that
+   * runs driver code; code outside those that changes a region (a simulated device) calls it.
+   */
+  syncMappings(): void {
+    this.pullMappings();
+    this.pushMappings();
+  }
+
+  private pullMappings(): void {
+    if (this.sharedMaps === 0) return;
+    for (const m of this.maps.values()) m.shared?.pull();
+  }
+
+  private pushMappings(): void {
+    if (this.sharedMaps === 0) return;
+    for (const m of this.maps.values()) m.shared?.push();
+  }
+
   private lookupContext(payload: Buffer, offset: number): ContextState | undefined {
-    const st = this.contextsBySecret.get(payload.toString("hex", offset, offset + SECRET_SIZE));
+    const st = this.contextsBySecret.get(payload, offset);
     return st === undefined || st.released ? undefined : st;
   }
 
   private lookupObject(payload: Buffer, offset: number): ObjectState | undefined {
-    const o = this.objectsBySecret.get(payload.toString("hex", offset, offset + SECRET_SIZE));
+    const o = this.objectsBySecret.get(payload, offset);
     return o === undefined || o.closed ? undefined : o;
   }
 
@@ -570,34 +725,78 @@ export class IommusimServer extends EventEmitter {
     return op === IOMMU_TEST_OP.CREATE_ACCESS || op === IOMMU_TEST_OP.DMABUF_GET;
   }
 
-  private async ioctl(conn: Conn, f: Frame, proc: ProcProcess): Promise<void> {
+  private ioctl(conn: Conn, f: Frame, proc: ProcProcess): Promise<void> | void {
     const p = f.payload;
-    const reply = Buffer.alloc(IOCTL_REPLY_LAYOUT.size);
     const st = this.lookupContext(p, IOCTL_LAYOUT.secret);
-    if (st === undefined) return this.send(conn, f.op, f.seq, -EBADF, reply);
+    if (st === undefined) return this.ioctlReply(conn, f, -EBADF, 0, proc);
     const cmd = p.readUInt32LE(IOCTL_LAYOUT.cmd);
     const tid = p.readUInt32LE(IOCTL_LAYOUT.tid);
     const arg = p.readBigUInt64LE(IOCTL_LAYOUT.arg);
-    const pid = p.readUInt32LE(IOCTL_LAYOUT.pid);
+    const inlineLen = p.readUInt32LE(IOCTL_LAYOUT.inlineLen);
+    if (inlineLen > 0) {
+      this.counters.inlineIoctls++;
+      proc.openWindow(Number(arg), p, IOCTL_LAYOUT.size, inlineLen);
+    }
     const reservedFd = p.readInt32LE(IOCTL_LAYOUT.reservedFd);
     let reservation: Reservation | undefined;
     if (reservedFd >= 0) {
       const obj = this.lookupObject(p, IOCTL_LAYOUT.reservedSecret);
       if (obj === undefined || obj.bound !== undefined) {
-        return this.send(conn, f.op, f.seq, -EBADF, reply);
+        return this.ioctlReply(conn, f, -EBADF, 0, proc);
       }
       reservation = { fd: reservedFd, obj, used: false };
     } else if (this.needsFd(proc, cmd, arg)) {
-      reply.writeUInt32LE(IoctlReplyFlag.NEED_FD, IOCTL_REPLY_LAYOUT.flags);
-      return this.send(conn, f.op, f.seq, 0, reply);
+      return this.ioctlReply(conn, f, 0, IoctlReplyFlag.NEED_FD, proc);
     }
     st.inflight++;
-    let ret: number;
+    if (this.opts.beforeIoctl !== undefined) {
+      return this.ioctlAfterHook(conn, f, st, proc, tid, cmd, arg, reservation);
+    }
+    this.ioctlRun(conn, f, st, proc, tid, cmd, arg, reservation);
+  }
+
+  /** The test hook's path: the same call once the hook has let it go on. */
+  private async ioctlAfterHook(
+    conn: Conn,
+    f: Frame,
+    st: ContextState,
+    proc: ProcProcess,
+    tid: number,
+    cmd: number,
+    arg: bigint,
+    reservation: Reservation | undefined,
+  ): Promise<void> {
+    // Others may run meanwhile: the struct's bytes go back to where they came from.
+    proc.settleWindow();
+    const pid = p32(f.payload, IOCTL_LAYOUT.pid);
     try {
-      if (this.opts.beforeIoctl !== undefined) {
-        await this.opts.beforeIoctl({ ctx: st.id, pid, cmd });
-        this.host.beginCall();
-      }
+      await this.opts.beforeIoctl?.({ ctx: st.id, pid, cmd });
+    } catch (e) {
+      st.inflight--;
+      this.maybeRelease(st);
+      throw e;
+    }
+    // Time has passed: liveness, limits and maps are read afresh (the window too).
+    this.host.beginCall();
+    const inlineLen = p32(f.payload, IOCTL_LAYOUT.inlineLen);
+    if (inlineLen > 0) proc.openWindow(Number(arg), f.payload, IOCTL_LAYOUT.size, inlineLen);
+    this.ioctlRun(conn, f, st, proc, tid, cmd, arg, reservation);
+  }
+
+  /** Runs the call (st.inflight already counts it) and answers it. */
+  private ioctlRun(
+    conn: Conn,
+    f: Frame,
+    st: ContextState,
+    proc: ProcProcess,
+    tid: number,
+    cmd: number,
+    arg: bigint,
+    reservation: Reservation | undefined,
+  ): void {
+    let ret = -EIO;
+    let flags = 0;
+    try {
       this.reservation = reservation;
       try {
         ret = this.runIoctl(st, proc, tid, cmd, arg);
@@ -610,14 +809,21 @@ export class IommusimServer extends EventEmitter {
           reservation.obj.bound = { kind: "selftest", st, fd: reservation.fd };
         }
       }
+      if (reservation?.obj.bound !== undefined) flags = IoctlReplyFlag.FD_USED;
     } finally {
       st.inflight--;
       this.maybeRelease(st);
+      this.ioctlReply(conn, f, ret, flags, proc);
     }
-    if (reservation?.obj.bound !== undefined) {
-      reply.writeUInt32LE(IoctlReplyFlag.FD_USED, IOCTL_REPLY_LAYOUT.flags);
-    }
-    this.send(conn, f.op, f.seq, ret, reply);
+  }
+
+  /** Answers an IOCTL with the writes the call made inside its inline window. */
+  private ioctlReply(conn: Conn, f: Frame, ret: number, flags: number, proc: ProcProcess) {
+    const r = this.replyPayload;
+    r.writeUInt32LE(flags, IOCTL_REPLY_LAYOUT.flags);
+    const end = proc.closeWindow(r, IOCTL_REPLY_LAYOUT.size);
+    r.writeUInt32LE(end - IOCTL_REPLY_LAYOUT.size, IOCTL_REPLY_LAYOUT.writeBackLen);
+    this.send(conn, f.op, f.seq, ret, r, end);
   }
 
   private runIoctl(
@@ -630,15 +836,17 @@ export class IommusimServer extends EventEmitter {
     const pid = proc.pid;
     const trace = this.opts.trace;
     const before = trace === undefined ? undefined : snapshotStruct(proc, cmd, arg);
-    const t0 = process.hrtime.bigint();
+    const t0 = trace === undefined ? 0n : process.hrtime.bigint();
     let errno: number;
     let value = 0;
     let message: string | undefined;
+    this.pullMappings();
     try {
       if (st.ctx.closed) throw new ErrnoError(EBADF, "context already released");
-      const out = this.failNth.withArmed(pid, tid, st.ctx.faults, () =>
-        st.ctx.ioctl(cmd, arg, proc),
-      );
+      const out =
+        this.failNth.get(pid, tid) === 0
+          ? st.ctx.ioctl(cmd, arg, proc)
+          : this.failNth.withArmed(pid, tid, st.ctx.faults, () => st.ctx.ioctl(cmd, arg, proc));
       errno = out.errno;
       value = out.value;
       message = out.message;
@@ -652,44 +860,63 @@ export class IommusimServer extends EventEmitter {
       }
       message = e instanceof Error ? e.message : String(e);
     }
-    const us = Number(process.hrtime.bigint() - t0) / 1000;
+    this.pushMappings();
     this.counters.ioctls++;
     const ret = errno !== 0 ? -errno : Math.min(value, 0x7fff_ffff);
     if (trace !== undefined) {
+      const us = Number(process.hrtime.bigint() - t0) / 1000;
       const rec = ioctlRecord({ ctx: st.id, pid, tid, cmd, arg, ret, errno, us });
       if (before !== undefined) rec.in = before;
       if (before !== undefined) rec.out = snapshotStruct(proc, cmd, arg);
       if (message !== undefined) rec.message = message;
       trace(rec);
     }
-    this.emit("ioctl", { ctx: st.id, pid, cmd, errno });
+    if (this.listenerCount("ioctl") > 0) this.emit("ioctl", { ctx: st.id, pid, cmd, errno });
     return ret;
   }
 
   // ---- close ---------------------------------------------------------------------------------
 
   /** The barrier after close(): ret 1 when that close released the context or object. */
-  private async close(conn: Conn, f: Frame): Promise<void> {
+  private close(conn: Conn, f: Frame): Promise<void> | void {
     const st = this.lookupContext(f.payload, CLOSE_LAYOUT.secret);
     const obj = st === undefined ? this.lookupObject(f.payload, CLOSE_LAYOUT.secret) : undefined;
     const sock = st?.conn.sock ?? obj?.conn.sock;
     if (sock === undefined) return this.send(conn, f.op, f.seq, 0);
-    let ended = peerClosed(sock);
-    if (ended === undefined) {
-      // Cannot look at the socket directly: let the event loop deliver a pending EOF.
-      for (let i = 0; i < 3 && !sock.destroyed; i++) await new Promise((r) => setImmediate(r));
-      ended = sock.destroyed;
-    }
-    if (!ended) return this.send(conn, f.op, f.seq, 0);
-    if (obj !== undefined) {
+    const ended = peerClosed(sock);
+    if (ended !== undefined) return this.closeDone(conn, f, st, obj, ended);
+    return this.closeAfterLoop(conn, f, st, obj, sock);
+  }
+
+  /** Cannot look at the socket directly: let the event loop deliver a pending EOF. */
+  private async closeAfterLoop(
+    conn: Conn,
+    f: Frame,
+    st: ContextState | undefined,
+    obj: ObjectState | undefined,
+    sock: Socket,
+  ): Promise<void> {
+    for (let i = 0; i < 3 && !sock.destroyed; i++) await new Promise((r) => setImmediate(r));
+    this.closeDone(conn, f, st, obj, sock.destroyed);
+  }
+
+  private closeDone(
+    conn: Conn,
+    f: Frame,
+    st: ContextState | undefined,
+    obj: ObjectState | undefined,
+    ended: boolean,
+  ): void {
+    let released = 0;
+    if (ended && obj !== undefined) {
       this.releaseObject(obj);
-      return this.send(conn, f.op, f.seq, 1);
-    }
-    if (st !== undefined) {
+      released = 1;
+    } else if (ended && st !== undefined) {
       st.fdClosed = true;
       this.maybeRelease(st);
-      return this.send(conn, f.op, f.seq, st.released ? 1 : 0);
+      released = st.released ? 1 : 0;
     }
+    this.send(conn, f.op, f.seq, released);
   }
 
   // ---- object fds ----------------------------------------------------------------------------
@@ -706,6 +933,7 @@ export class IommusimServer extends EventEmitter {
     const count = count64 > BigInt(MAX_RW_COUNT) ? MAX_RW_COUNT : Number(count64);
     const pos = Number(p.readBigInt64LE(OBJ_RW_LAYOUT.pos));
     let ret: number;
+    this.pullMappings();
     try {
       ret =
         f.op === Op.OBJ_READ
@@ -715,6 +943,7 @@ export class IommusimServer extends EventEmitter {
       if (!(e instanceof ErrnoError)) this.bug(e);
       ret = -(e instanceof ErrnoError ? e.errno : EIO);
     }
+    this.pushMappings();
     this.send(conn, f.op, f.seq, ret);
   }
 
@@ -782,13 +1011,23 @@ export class IommusimServer extends EventEmitter {
     });
     if (typeof m === "number") return this.send(conn, f.op, f.seq, -m);
     const token = this.nextMapToken++;
-    this.pendingMaps.set(token, { st, mapping: m, pid: p.readUInt32LE(MMAP_LAYOUT.pid), addr: 0 });
+    this.pendingMaps.set(token, {
+      st,
+      mapping: m,
+      pid: p.readUInt32LE(MMAP_LAYOUT.pid),
+      addr: 0,
+      shared: undefined,
+    });
     const reply = Buffer.alloc(MMAP_REPLY_LAYOUT.size);
     reply.writeUInt32LE(token, MMAP_REPLY_LAYOUT.token);
     this.send(conn, f.op, f.seq, 0, reply);
   }
 
-  /** Where the shim mapped it: fill it with the region's bytes (0: the mapping is abandoned). */
+  /**
+   * Where the shim mapped it (0: the mapping is abandoned), and the memfd behind it: the daemon
+   * opens that file and keeps it equal to the region. Without one, the region's bytes are
+   * copied into the mapping once.
+   */
   private mmapAddr(conn: Conn, f: Frame, proc: ProcProcess) {
     const p = f.payload;
     const token = p.readUInt32LE(MMAP_ADDR_LAYOUT.token);
@@ -802,9 +1041,15 @@ export class IommusimServer extends EventEmitter {
       return this.send(conn, f.op, f.seq, 0);
     }
     m.addr = addr;
-    const bytes = new Uint8Array(Number(m.mapping.region.length));
-    m.mapping.read(0, bytes);
-    proc.writeRaw(addr, bytes);
+    const memfd = p.readInt32LE(MMAP_ADDR_LAYOUT.memfd);
+    m.shared = memfd >= 0 ? SharedRegionFile.adopt(m.pid, memfd, m.mapping) : undefined;
+    if (m.shared === undefined) {
+      const bytes = new Uint8Array(Number(m.mapping.region.length));
+      m.mapping.read(0, bytes);
+      proc.writeRaw(addr, bytes);
+    } else {
+      this.sharedMaps++;
+    }
     this.maps.set(`${m.pid}:${addr}`, m);
     this.send(conn, f.op, f.seq, 0);
   }
@@ -813,11 +1058,7 @@ export class IommusimServer extends EventEmitter {
     const p = f.payload;
     const key = `${p.readUInt32LE(MUNMAP_LAYOUT.pid)}:${Number(p.readBigUInt64LE(MUNMAP_LAYOUT.addr))}`;
     const m = this.maps.get(key);
-    if (m !== undefined) {
-      this.maps.delete(key);
-      m.mapping.close();
-      this.maybeRelease(m.st);
-    }
+    if (m !== undefined) this.unmap(key, m);
     this.send(conn, f.op, f.seq, 0);
   }
 }
@@ -841,6 +1082,46 @@ export function peerClosed(sock: Socket): boolean | undefined {
       return (e as NodeJS.ErrnoException).code !== "EAGAIN";
     }
   }
+}
+
+/**
+ * A socket over `accepted`'s handle that delivers reads to `callback` in `buffer` (net.Socket's
+ * `onread` option, which Node offers only for sockets it makes itself), or undefined when this
+ * Node does not allow it. The server's connection count moves to the new socket.
+ */
+function adoptWithOnread(
+  accepted: Socket,
+  buffer: Buffer,
+  callback: (n: number) => void,
+): Socket | undefined {
+  const old = accepted as unknown as { _handle?: object | null; _server?: unknown };
+  const handle = old._handle;
+  if (handle === null || handle === undefined) return undefined;
+  let sock: Socket;
+  try {
+    sock = new Socket({
+      handle,
+      onread: { buffer, callback: (n: number) => callback(n) },
+    } as ConstructorParameters<typeof Socket>[0]);
+  } catch {
+    return undefined;
+  }
+  const adopted = sock as unknown as { _server?: unknown };
+  adopted._server = old._server;
+  old._server = null;
+  old._handle = null;
+  return sock;
+}
+
+/** The descriptor under a connected socket, when Node exposes it. */
+function socketFd(sock: Socket): number | undefined {
+  const handle = (sock as unknown as { _handle?: { fd?: number } | null })._handle;
+  const fd = handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
+
+function p32(b: Buffer, at: number): number {
+  return b.readUInt32LE(at);
 }
 
 /** copy_to_user that reports how many leading bytes it managed (0: none). */

@@ -211,6 +211,100 @@ describe("ProcProcess over a live process", () => {
     q.accounting.pinnedPages -= 2;
   });
 
+  it("keeps parsed maps while the map generation holds, and looks again before faulting", async () => {
+    const p = host.process(lay.pid);
+    const one = new Uint8Array(1);
+    host.beginCallFor(p, 7);
+    assert.equal(p.read(big(lay.priv), one), 0);
+    const reads = p.mapsReads;
+    host.beginCallFor(p, 7);
+    assert.equal(p.read(big(lay.priv + 1), one), 0);
+    assert.equal(p.mapsReads, reads, "same generation: the cached maps serve");
+    host.beginCallFor(p, 8);
+    assert.equal(p.read(big(lay.priv + 2), one), 0);
+    assert.equal(p.mapsReads, reads + 1, "a new generation reads them again");
+    // A page mapped behind the generation's back: the cache misses it, fresh maps find it.
+    target.stdin.write("m");
+    const fresh = Number(await nextLine());
+    host.beginCallFor(p, 8);
+    assert.equal(p.read(big(fresh), one), 0);
+    assert.equal(one[0], 0x42);
+    assert.equal(p.mapsReads, reads + 2);
+    // Made read-only, announced by a new generation: a write faults and changes nothing.
+    target.stdin.write("r");
+    assert.equal(await nextLine(), "ro");
+    host.beginCallFor(p, 9);
+    assert.equal(p.write(big(fresh), Uint8Array.of(1)), EFAULT);
+    assert.equal(p.read(big(fresh), one), 0);
+    assert.equal(one[0], 0x42);
+    // Pinning reads the maps of its own call, whatever the generation says.
+    host.beginCallFor(p, 9);
+    const before = p.mapsReads;
+    pagesOf(p.pages(big(lay.priv), 1, false));
+    assert.equal(p.mapsReads, before + 1);
+    pagesOf(p.pages(big(lay.priv), 1, false));
+    assert.equal(p.mapsReads, before + 1, "once per call");
+    host.sweep();
+  });
+
+  it("serves an ioctl's struct from the inline window and sends its writes back", () => {
+    const p = host.process(lay.pid);
+    const at = lay.priv + 100;
+    const memAt = (va: number, n: number) => {
+      const b = new Uint8Array(n);
+      assert.ok(p.readRaw(va, b));
+      return [...b];
+    };
+    const shimSaw = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
+    const original = memAt(at, 32);
+    host.beginCallFor(p, 11);
+    p.openWindow(at, shimSaw);
+    const got = new Uint8Array(8);
+    assert.equal(p.read(big(at + 4), got), 0);
+    assert.deepEqual([...got], [...shimSaw.subarray(4, 12)], "served from the window");
+    // Writes inside it wait for the reply; memory is unchanged meanwhile.
+    assert.equal(p.write(big(at + 8), Uint8Array.of(1, 2, 3, 4)), 0);
+    assert.equal(p.write(big(at + 20), Uint8Array.of(9)), 0);
+    assert.deepEqual(memAt(at, 32), original);
+    assert.equal(p.read(big(at + 6), got), 0);
+    assert.deepEqual([...got], [0x86, 0x87, 1, 2, 3, 4, 0x8c, 0x8d], "reads see the writes");
+    const out = Buffer.alloc(64, 0xee);
+    const end = p.closeWindow(out, 3);
+    assert.deepEqual(
+      [...out.subarray(3, end)],
+      [8, 0, 4, 0, 1, 2, 3, 4, 20, 0, 1, 0, 9],
+      "records: u16 offset, u16 length, bytes",
+    );
+    assert.deepEqual(memAt(at, 32), original, "the shim stores them, not the daemon");
+
+    // A copy straddling the window's edge stores what is pending first, then reads memory.
+    p.openWindow(at, shimSaw);
+    assert.equal(p.write(big(at), Uint8Array.of(0x55)), 0);
+    const across = new Uint8Array(4);
+    assert.equal(p.read(big(at + 30), across), 0);
+    assert.deepEqual([...across], [original[30], original[31], ...memAt(at + 32, 2)]);
+    assert.equal(memAt(at, 1)[0], 0x55, "settled into memory");
+    assert.equal(p.closeWindow(out, 0), 0, "nothing left to send");
+
+    // Inside a read-only page: the write faults as copy_to_user would, nothing is kept.
+    p.openWindow(lay.ro, new Uint8Array(16));
+    assert.equal(p.write(big(lay.ro + 4), Uint8Array.of(7)), EFAULT);
+    assert.equal(memAt(lay.ro + 4, 1)[0], 0);
+    assert.equal(p.closeWindow(out, 0), 0);
+
+    // A pinned page's access sees the pending bytes: the window is settled before it.
+    p.openWindow(at, shimSaw);
+    assert.equal(p.write(big(at + 1), Uint8Array.of(0x66)), 0);
+    const [page] = pagesOf(p.pages(big(lay.priv), 1, false));
+    const viaPage = new Uint8Array(2);
+    page.read(100, viaPage);
+    assert.deepEqual([...viaPage], [0x55, 0x66]);
+    assert.equal(p.closeWindow(out, 0), 0);
+    // Leave the bytes as the other tests expect them.
+    assert.ok(p.writeRaw(at, Uint8Array.from(original)));
+    host.sweep();
+  });
+
   it("faults and reads zeros once the process is gone, and sweeps what is unpinned", async () => {
     const p = host.process(lay.pid);
     const [kept] = pagesOf(p.pages(big(lay.priv), 1, true));

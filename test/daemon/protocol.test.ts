@@ -11,6 +11,7 @@ import {
   MAX_FRAME,
   Op,
   REQUEST_LAYOUTS,
+  SecretTable,
 } from "../../src/daemon/protocol.ts";
 import { E2BIG, EINVAL, ERANGE } from "../../src/errno.ts";
 
@@ -51,6 +52,54 @@ describe("frames", () => {
         },
       ),
     );
+  });
+
+  it("reassembles from one reused read buffer, keeping only its own copies", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 40 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 30 }),
+        (payloads, cuts) => {
+          const stream = Buffer.concat(payloads.map((p, i) => encodeFrame(Op.PING, i, i, p)));
+          const r = new FrameReader();
+          const shared = Buffer.alloc(64);
+          const got: number[][] = [];
+          let at = 0;
+          let c = 0;
+          while (at < stream.length) {
+            const n = Math.min(cuts[c++ % cuts.length], stream.length - at);
+            stream.copy(shared, 0, at, at + n);
+            const bad = r.pushEach(shared, (f) => got.push([...f.payload]), n);
+            assert.equal(bad, undefined);
+            shared.fill(0xee); // the next read overwrites it
+            at += n;
+          }
+          assert.equal(r.pending, 0);
+          assert.deepEqual(
+            got,
+            payloads.map((p) => [...p]),
+          );
+        },
+      ),
+    );
+  });
+
+  it("finds values by secret without mixing secrets that share a first word", () => {
+    const t = new SecretTable<string>();
+    const a = Buffer.alloc(16, 1);
+    const b = Buffer.from(a);
+    b[15] = 2; // same first word, different last
+    t.set(a, "a");
+    t.set(b, "b");
+    const frame = Buffer.concat([Buffer.alloc(5), b]);
+    assert.equal(t.get(frame, 5), "b");
+    assert.equal(t.get(Buffer.concat([Buffer.alloc(3), a]), 3), "a");
+    assert.equal(t.get(Buffer.alloc(16, 1).fill(9, 8), 0), undefined);
+    assert.equal(t.size, 2);
+    t.delete(a, "a");
+    assert.equal(t.get(a, 0), undefined);
+    assert.equal(t.get(b, 0), "b");
+    assert.deepEqual([...t.values()], ["b"]);
   });
 
   it("reports a length field it cannot resynchronise from", () => {

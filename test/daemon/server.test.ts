@@ -16,12 +16,13 @@ import {
   buildPayload,
   CLOSE_LAYOUT,
   HELLO_LAYOUT,
+  INLINE_MAX,
   IOCTL_LAYOUT,
   OPEN_LAYOUT,
   Op,
 } from "../../src/daemon/protocol.ts";
 import { EBADMSG, EPROTO, IommusimServer } from "../../src/daemon/server.ts";
-import { EBADF, EFAULT, ENOSYS, EPERM } from "../../src/errno.ts";
+import { EBADF, EFAULT, ENOENT, ENOSYS, EPERM } from "../../src/errno.ts";
 import { IOMMU_DESTROY } from "../../src/uapi/ioctl.ts";
 import { RawClient } from "./helpers.ts";
 
@@ -143,6 +144,22 @@ describe("daemon frames", () => {
     const liar = buildPayload(IOCTL_LAYOUT, { secret: a.secret, cmd: IOMMU_DESTROY, pid: 1 });
     assert.equal((await c.request(Op.IOCTL, liar))?.ret, -EPERM, "another process's pid");
     assert.equal((await c.request(Op.IOCTL, Buffer.alloc(8)))?.ret, -EBADMSG, "short payload");
+    // Inline struct bytes: at most INLINE_MAX of them, and exactly as many as inlineLen says.
+    const withTail = (tail: number, said: number) => {
+      const fixed = ioctlPayload(a.secret, IOMMU_DESTROY, 0x1000n);
+      fixed.writeUInt32LE(said, IOCTL_LAYOUT.inlineLen);
+      return Buffer.concat([fixed, Buffer.alloc(tail)]);
+    };
+    const tooLong = withTail(INLINE_MAX + 1, INLINE_MAX + 1);
+    assert.equal((await c.request(Op.IOCTL, tooLong))?.ret, -EBADMSG, "tail past INLINE_MAX");
+    assert.equal((await c.request(Op.IOCTL, withTail(8, 16)))?.ret, -EBADMSG, "inlineLen lies");
+    assert.equal((await c.request(Op.IOCTL, withTail(0, 8)))?.ret, -EBADMSG, "no tail at all");
+    const inlined = withTail(8, 8);
+    inlined.writeUInt32LE(8, IOCTL_LAYOUT.size);
+    inlined.writeUInt32LE(4242, IOCTL_LAYOUT.size + 4);
+    const served = await c.request(Op.IOCTL, inlined);
+    assert.equal(served?.ret, -ENOENT, "the inline struct was read: no object 4242");
+    assert.equal(served?.payload.readUInt32LE(4), 0, "DESTROY writes nothing back");
     assert.equal((await c.request(Op.PING))?.ret, 0, "still serving");
 
     const fresh = await RawClient.connect(s.socketPath);

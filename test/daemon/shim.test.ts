@@ -8,6 +8,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { type MmapRegion, mmapRegistry } from "../../src/core/mmap.ts";
 import { IommufdObject, ObjType } from "../../src/core/object.ts";
 import { privateSocket, runWithShim, SOCKET_ENV } from "../../src/daemon/launch.ts";
 import { buildPayload, OPEN_LAYOUT, Op } from "../../src/daemon/protocol.ts";
@@ -50,6 +51,9 @@ describe("C clients through the shim", () => {
       "viommu_mmap",
       "threads",
       "proc_status",
+      "inline_copy",
+      "dup_barriers",
+      "viommu_shared",
     ]);
     server = await IommusimServer.start({ socketPath, trace: (r) => trace.push(r) });
   });
@@ -156,6 +160,41 @@ describe("C clients through the shim", () => {
     assert.equal(server.stats().mappings, 0);
   });
 
+  it("shares a vIOMMU's mapped region with the daemon, both ways, after the mmap", async (t) => {
+    let region: MmapRegion | undefined;
+    let fromClient: number | undefined;
+    const word = (v: number) =>
+      Uint8Array.of(v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >>> 24);
+    const r = await runWithShim(socketPath, shim, [bin.viommu_shared], {
+      stdio: "pipe",
+      onStdout: (chunk, toStdin) => {
+        if (chunk.startsWith("mapped")) {
+          // The daemon side changes the region after the client mapped it.
+          for (const ctx of server.contexts().values()) region ??= mmapRegistry(ctx).list()[0];
+          assert.ok(region !== undefined);
+          region.mem.writeBytes(region.physBase + 4, word(0x5eed1234));
+          region.mem.writeBytes(region.physBase + 4096, word(0xc0ffee01));
+          server.syncMappings();
+          toStdin("go\n");
+        } else if (chunk.includes("wrote")) {
+          server.syncMappings();
+          const b = new Uint8Array(4);
+          region?.mem.readBytes((region?.physBase ?? 0) + 8, b);
+          fromClient = new DataView(b.buffer).getUint32(0, true);
+          toStdin("go\n");
+        }
+      },
+    });
+    if (r.code === EXIT_SKIP) {
+      t.skip(r.stdout.trim());
+      return;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "mapped 0xbadbeef\nseen 0x5eed1234 0xc0ffee01\nwrote\nok\n");
+    assert.equal(fromClient, 0x600df00d, "the client's write reached the region");
+    assert.equal(server.stats().mappings, 0);
+  });
+
   it("never lets one client name another client's objects", async () => {
     const other = await RawClient.connect(socketPath);
     const opened = new Promise<{ ctx: number }>((r) => server.once("open", r));
@@ -175,6 +214,40 @@ describe("C clients through the shim", () => {
     assert.equal(obj.destroyed, false);
     assert.equal(theirs.table.peek(obj.id), obj);
     other.close();
+  });
+
+  it("copies an ioctl's struct inline and faults where the kernel's user copy would", async () => {
+    const before = server.stats().inlineIoctls;
+    const r = await runClient([bin.inline_copy]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "ok\n");
+    assert.ok(server.stats().inlineIoctls - before >= 8, "the shim sent structs inline");
+  });
+
+  it("has dup2, dup3, close_range and closefrom release what they close before returning", async () => {
+    const seen: string[] = [];
+    const controls = server.stats().controlConnections;
+    const r = await runWithShim(socketPath, shim, [bin.dup_barriers], {
+      stdio: "pipe",
+      onStdout: (chunk, toStdin) => {
+        for (const stage of ["replaced", "closed-all"]) {
+          if (!chunk.includes(stage)) continue;
+          seen.push(`${stage}: ${server.stats().contexts} context(s)`);
+          toStdin("go\n");
+        }
+      },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "replaced\nclosed-all\nok\n");
+    // dup2 over the second iommufd released it (the first is still open); close_range over
+    // everything released the first.
+    assert.deepEqual(seen, ["replaced: 1 context(s)", "closed-all: 0 context(s)"]);
+    assert.equal(
+      server.stats().controlConnections - controls,
+      1,
+      "the control connection survived dup2 onto its number and close_range over it",
+    );
+    assert.equal(server.stats().objects, 0);
   });
 
   it("forwards the client's exit status", async () => {

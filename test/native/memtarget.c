@@ -3,6 +3,8 @@
  * each kind, prints their addresses as one JSON line, forks a child that keeps the same
  * mappings (also printed), and then obeys one-letter commands on stdin:
  *   c  drop CAP_IPC_LOCK from the effective set     q  exit (the child is killed)
+ *   m  map a fresh read-write page, print its address
+ *   r  make that page read-only, print "ro"
  * Memory is filled with known bytes: buffer byte i of the private buffer is (i * 7) & 0xff.
  */
 #define _GNU_SOURCE
@@ -85,10 +87,23 @@ int main(void)
 	       (unsigned long)none, (unsigned long)holed, mfd, (unsigned long)mem,
 	       (unsigned long)file);
 	fflush(stdout);
+	uint8_t *fresh = NULL;
 	for (;;) {
 		char c;
 		if (read(0, &c, 1) != 1 || c == 'q')
 			break;
+		if (c == 'm') {
+			fresh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+				     0);
+			memset(fresh, 0x42, PAGE);
+			printf("%lu\n", (unsigned long)fresh);
+			fflush(stdout);
+		}
+		if (c == 'r' && fresh) {
+			mprotect(fresh, PAGE, PROT_READ);
+			printf("ro\n");
+			fflush(stdout);
+		}
 		if (c == 'c') {
 			drop_ipc_lock();
 			printf("dropped\n");
