@@ -752,21 +752,14 @@ export class ProcProcess implements UserProcess {
    */
   closeWindow(out: Buffer, at: number): number {
     let end = at;
-    if (this.windowLen !== 0 && this.windowDirty) {
-      const mask = this.windowMask;
-      let i = 0;
-      while (i < this.windowLen) {
-        if (mask[i] === 0) {
-          i++;
-          continue;
-        }
-        let j = i;
-        while (j < this.windowLen && mask[j] !== 0) j++;
+    if (this.windowDirty) {
+      for (let i = this.dirtyFrom(0); i < this.windowLen; ) {
+        const j = this.dirtyEnd(i);
         out.writeUInt16LE(i, end);
         out.writeUInt16LE(j - i, end + 2);
         out.set(this.windowBytes.subarray(i, j), end + 4);
         end += 4 + (j - i);
-        i = j;
+        i = this.dirtyFrom(j);
       }
     }
     this.dropWindow();
@@ -775,21 +768,26 @@ export class ProcProcess implements UserProcess {
 
   /** Stores the window's pending writes through /proc/<pid>/mem and closes it. */
   settleWindow(): void {
-    if (this.windowLen !== 0 && this.windowDirty) {
-      const mask = this.windowMask;
-      let i = 0;
-      while (i < this.windowLen) {
-        if (mask[i] === 0) {
-          i++;
-          continue;
-        }
-        let j = i;
-        while (j < this.windowLen && mask[j] !== 0) j++;
+    if (this.windowDirty) {
+      for (let i = this.dirtyFrom(0); i < this.windowLen; ) {
+        const j = this.dirtyEnd(i);
         this.writeRaw(this.windowVa + i, this.windowBytes.subarray(i, j));
-        i = j;
+        i = this.dirtyFrom(j);
       }
     }
     this.dropWindow();
+  }
+
+  /** The first written byte of the window at or after `i` (windowLen when there is none). */
+  private dirtyFrom(i: number): number {
+    while (i < this.windowLen && this.windowMask[i] === 0) i++;
+    return i;
+  }
+
+  /** The end of the run of written bytes starting at `i`. */
+  private dirtyEnd(i: number): number {
+    while (i < this.windowLen && this.windowMask[i] !== 0) i++;
+    return i;
   }
 
   private dropWindow(): void {
