@@ -172,4 +172,32 @@ static inline int destroy_id(int fd, uint32_t id)
 	return ioctl(fd, IOMMU_DESTROY, &d);
 }
 
+/*
+ * A selftest vIOMMU the way the kernel selftest builds one: an IOAS, a mock device on it, a
+ * nest-parent HWPT, then VIOMMU_ALLOC with `data` as driver data (its out_mmap_* name the
+ * region). Returns the vIOMMU id; fails the test on any error.
+ */
+static inline uint32_t mock_viommu_alloc(int fd, struct t_viommu_selftest *data)
+{
+	struct t_ioas_alloc ioas = {.size = sizeof(ioas)};
+	if (ioctl(fd, IOMMU_IOAS_ALLOC, &ioas) != 0)
+		FAIL("IOAS_ALLOC: %s", strerror(errno));
+	struct t_test_cmd md = {.size = sizeof(md), .op = IOMMU_TEST_OP_MOCK_DOMAIN,
+				.id = ioas.out_ioas_id};
+	if (ioctl(fd, IOMMU_TEST_CMD, &md) != 0)
+		FAIL("MOCK_DOMAIN: %s", strerror(errno));
+	struct t_hwpt_alloc parent = {.size = sizeof(parent), .flags = IOMMU_HWPT_ALLOC_NEST_PARENT,
+				      .dev_id = md.mock_domain.out_idev_id,
+				      .pt_id = ioas.out_ioas_id};
+	if (ioctl(fd, IOMMU_HWPT_ALLOC, &parent) != 0)
+		FAIL("HWPT_ALLOC: %s", strerror(errno));
+	struct t_viommu_alloc va = {.size = sizeof(va), .type = IOMMU_VIOMMU_TYPE_SELFTEST,
+				    .dev_id = md.mock_domain.out_idev_id,
+				    .hwpt_id = parent.out_hwpt_id, .data_len = sizeof(*data),
+				    .data_uptr = (uintptr_t)data};
+	if (ioctl(fd, IOMMU_VIOMMU_ALLOC, &va) != 0)
+		FAIL("VIOMMU_ALLOC: %s", strerror(errno));
+	return va.out_viommu_id;
+}
+
 #endif
